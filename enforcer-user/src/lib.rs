@@ -1,0 +1,11 @@
+//! Enforcer userspace.
+//!
+//! Data flows one way: [`sources`] (YAML files) → [`model`] → [`evaluator`] (the reference
+//! semantics: the oracle) and, later, compile → program maps → datapath. [`lint`] and the CLI
+//! read the model and the evaluator's traces.
+
+pub mod evaluator;
+pub mod lint;
+pub mod model;
+pub mod selector;
+pub mod sources;

@@ -1,0 +1,1 @@
+//! Policy lint: common mistakes, each naming file, policy and rule, with a fix.

@@ -1,0 +1,1 @@
+//! YAML sources: files and directories of multi-document YAML into the model.

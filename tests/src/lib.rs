@@ -1,0 +1,1 @@
+//! Helpers shared by Enforcer's integration tests.
