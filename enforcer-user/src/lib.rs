@@ -4,8 +4,13 @@
 //! semantics: the oracle) and, later, compile → program maps → datapath. [`lint`] and the CLI
 //! read the model and the evaluator's traces.
 
+pub mod compile;
+pub mod ebpf_object;
 pub mod evaluator;
 pub mod lint;
 pub mod model;
+pub mod probes;
 pub mod selector;
 pub mod sources;
+#[cfg(any(test, feature = "testgen"))]
+pub mod testgen;

@@ -3,7 +3,10 @@
 use std::net::IpAddr;
 
 use crate::{
-    model::{HostEndpoint, Inventory, Labels, NamedPort, NetworkSet, Pod, Policy, PolicyKind, ServiceAccountMatch},
+    model::{
+        EntityRule, HostEndpoint, Inventory, Labels, NamedPort, NetworkSet, Pod, Policy, PolicyKind,
+        ServiceAccountMatch,
+    },
     selector::Selector,
 };
 
@@ -171,36 +174,80 @@ pub fn entities_at(inv: &Inventory, addr: IpAddr) -> Vec<EntityRef<'_>> {
     pods.chain(heps).chain(sets).collect()
 }
 
-/// Whether an entity is within reach of a rule's selectors: a Kubernetes policy's peers are
-/// pods only; a namespaced policy's selectors see its own namespace unless the rule has a
-/// `namespaceSelector`; a namespace selector sees namespaced entities through their
-/// namespace's labels and global ones (where `global()` is true) through no labels at all.
-pub fn in_scope(
-    inv: &Inventory,
-    policy: &Policy,
-    namespace_selector: Option<&Selector>,
-    e: &EntityRef<'_>,
-) -> bool {
-    if policy.kind == PolicyKind::KubernetesNetworkPolicy && !matches!(e, EntityRef::Pod(_)) {
-        return false;
-    }
-    match namespace_selector {
-        None => match &policy.namespace {
-            Some(pns) => e.namespace() == Some(pns.as_str()),
-            None => true,
-        },
-        Some(sel) => match e.namespace() {
-            Some(ns) => sel.evaluate(&namespace_labels(inv, ns), false),
-            None => sel.evaluate(&Labels::new(), true),
-        },
+/// A namespace selector evaluated the way Calico rewrites it: keys look at the namespace's
+/// labels (`pcns.` prefixed), `all()` means "any namespaced entity" and `global()` means
+/// "any global entity" (GlobalNetworkSets, host endpoints).
+pub fn namespace_selector_matches(inv: &Inventory, sel: &Selector, namespace: Option<&str>) -> bool {
+    match namespace {
+        Some(ns) => sel.evaluate_with(&namespace_labels(inv, ns), true, false),
+        None => sel.evaluate_with(&Labels::new(), false, true),
     }
 }
 
-/// `serviceAccounts: {names, selector}`: only pods have service accounts.
+/// The selector Calico builds from a rule's source or destination.
+pub struct RuleSelector<'a> {
+    policy: &'a Policy,
+    er: &'a EntityRule,
+    /// Whether the combined selector exists at all (otherwise any address matches).
+    active: bool,
+}
+
+impl<'a> RuleSelector<'a> {
+    pub fn new(policy: &'a Policy, er: &'a EntityRule) -> RuleSelector<'a> {
+        let sel_given = er.selector.is_some() || er.service_accounts.is_some();
+        let ns_clause = er.namespace_selector.is_some() || policy.namespace.is_some();
+        let active = sel_given
+            || (ns_clause && (er.not_selector.is_some() || er.namespace_selector.is_some()));
+        RuleSelector { policy, er, active }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether the combined selector picks this entity.
+    pub fn picks(&self, inv: &Inventory, e: &EntityRef<'_>) -> bool {
+        if !self.active {
+            return false;
+        }
+        // Kubernetes peers always carry `projectcalico.org/orchestrator == 'k8s'`: pods only.
+        if self.policy.kind == PolicyKind::KubernetesNetworkPolicy && !matches!(e, EntityRef::Pod(_)) {
+            return false;
+        }
+        let in_namespace = match (&self.er.namespace_selector, &self.policy.namespace) {
+            (Some(sel), _) => namespace_selector_matches(inv, sel, e.namespace()),
+            (None, Some(pns)) => e.namespace() == Some(pns.as_str()),
+            (None, None) => true,
+        };
+        in_namespace
+            && self
+                .er
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.evaluate(&e.labels(), e.namespace().is_none()))
+            && self
+                .er
+                .service_accounts
+                .as_ref()
+                .is_none_or(|sa| service_account_matches(inv, sa, e))
+    }
+}
+
+/// `serviceAccounts: {names, selector}`, as Calico rewrites it: names become
+/// `projectcalico.org/serviceaccount in {...}` (pods only), the selector looks at the service
+/// account's labels (`pcsa.` prefixed, so entities without a service account see none).
 pub fn service_account_matches(inv: &Inventory, sa: &ServiceAccountMatch, e: &EntityRef<'_>) -> bool {
-    let EntityRef::Pod(p) = e else { return false };
-    (sa.names.is_empty() || sa.names.contains(&p.service_account))
-        && sa.selector.as_ref().is_none_or(|s| {
-            s.matches(&service_account_labels(inv, &p.namespace, &p.service_account))
-        })
+    let pod = match e {
+        EntityRef::Pod(p) => Some(*p),
+        _ => None,
+    };
+    if !sa.names.is_empty() && !pod.is_some_and(|p| sa.names.contains(&p.service_account)) {
+        return false;
+    }
+    sa.selector.as_ref().is_none_or(|s| {
+        let labels = pod
+            .map(|p| service_account_labels(inv, &p.namespace, &p.service_account))
+            .unwrap_or_default();
+        s.evaluate_with(&labels, true, e.namespace().is_none())
+    })
 }

@@ -390,7 +390,11 @@ pub fn policy_view(inv: &Inventory, staged: bool) -> Vec<&Policy> {
     out
 }
 
-/// Whether a policy selects an endpoint (ignoring `types`).
+/// Whether a policy selects an endpoint (ignoring `types`), as Calico's policy selector
+/// does: a namespaced policy selects workloads of its namespace; a global policy's
+/// `namespaceSelector` and `serviceAccountSelector` look at the namespace's and service
+/// account's labels, and in them (and in the policy selector, once either is set) `all()`
+/// means "any workload" (libcalico-go `globalnetworkpolicyprocessor.go`).
 pub fn policy_selects(inv: &Inventory, policy: &Policy, ep: &Endpoint<'_>) -> bool {
     match ep {
         Endpoint::Workload(pod) => {
@@ -399,32 +403,39 @@ pub fn policy_selects(inv: &Inventory, policy: &Policy, ep: &Endpoint<'_>) -> bo
             {
                 return false;
             }
-            if !policy.selector.matches(&endpoint_labels(ep)) {
-                return false;
-            }
-            if let Some(nss) = &policy.namespace_selector
-                && !nss.evaluate(&namespace_labels(inv, &pod.namespace), false)
-            {
-                return false;
-            }
-            if let Some(sas) = &policy.service_account_selector
-                && !sas.matches(&service_account_labels(inv, &pod.namespace, &pod.service_account))
-            {
-                return false;
-            }
-            true
+            policy.selector.evaluate(&endpoint_labels(ep), false)
+                && policy.namespace_selector.as_ref().is_none_or(|s| {
+                    s.evaluate_with(&namespace_labels(inv, &pod.namespace), true, false)
+                })
+                && policy.service_account_selector.as_ref().is_none_or(|s| {
+                    s.evaluate_with(
+                        &service_account_labels(inv, &pod.namespace, &pod.service_account),
+                        true,
+                        false,
+                    )
+                })
         }
         Endpoint::Host(_) => {
-            // Only global policies select host endpoints.
-            if policy.namespace.is_some() || policy.service_account_selector.is_some() {
+            if policy.namespace.is_some() {
                 return false;
             }
-            if let Some(nss) = &policy.namespace_selector
-                && !nss.evaluate(&Default::default(), true)
-            {
-                return false;
-            }
-            policy.selector.matches(&endpoint_labels(ep))
+            let scoped =
+                policy.namespace_selector.is_some() || policy.service_account_selector.is_some();
+            let empty = crate::model::Labels::new();
+            let selector_ok = if scoped {
+                policy.selector.evaluate_with(&endpoint_labels(ep), false, true)
+            } else {
+                policy.selector.evaluate(&endpoint_labels(ep), true)
+            };
+            selector_ok
+                && policy
+                    .namespace_selector
+                    .as_ref()
+                    .is_none_or(|s| s.evaluate_with(&empty, false, true))
+                && policy
+                    .service_account_selector
+                    .as_ref()
+                    .is_none_or(|s| s.evaluate_with(&empty, false, true))
         }
         Endpoint::External(_) => false,
     }
@@ -682,6 +693,14 @@ fn icmp_matches(icmp: crate::model::IcmpMatch, packet: &Packet) -> bool {
 }
 
 /// Whether an address (with its port) matches a rule's source or destination.
+///
+/// Mirrors how Calico turns an entity rule into one selector (libcalico-go
+/// `updateprocessors/rules.go`, `getEndpointSelector`): the rule's `selector` and
+/// `serviceAccounts` are ANDed with a namespace clause (the rule's `namespaceSelector`, or
+/// for a namespaced policy its own namespace) as soon as any of `selector`,
+/// `serviceAccounts`, `notSelector` or `namespaceSelector` is set; `notSelector` itself is
+/// not namespaced. An address matches a selector when any entity owning it (pod, host
+/// endpoint, network set) matches.
 fn entity_matches(
     inv: &Inventory,
     policy: &Policy,
@@ -697,28 +716,16 @@ fn entity_matches(
         return false;
     }
     let entities = entity::entities_at(inv, addr);
-    let has_identity_constraint =
-        er.selector.is_some() || er.namespace_selector.is_some() || er.service_accounts.is_some();
-    // The entities at this address that the rule's selectors pick.
+    let selects = entity::RuleSelector::new(policy, er);
     let selected: Vec<&EntityRef<'_>> = entities
         .iter()
-        .filter(|e| {
-            entity::in_scope(inv, policy, er.namespace_selector.as_ref(), e)
-                && er.selector.as_ref().is_none_or(|s| s.matches(&e.labels()))
-                && er
-                    .service_accounts
-                    .as_ref()
-                    .is_none_or(|sa| entity::service_account_matches(inv, sa, e))
-        })
+        .filter(|e| selects.picks(inv, e))
         .collect();
-    if has_identity_constraint && selected.is_empty() {
+    if selects.is_active() && selected.is_empty() {
         return false;
     }
     if let Some(ns) = &er.not_selector
-        && entities.iter().any(|e| {
-            entity::in_scope(inv, policy, er.namespace_selector.as_ref(), e)
-                && ns.matches(&e.labels())
-        })
+        && entities.iter().any(|e| ns.evaluate(&e.labels(), e.namespace().is_none()))
     {
         return false;
     }
@@ -727,18 +734,19 @@ fn entity_matches(
         match spec {
             PortSpec::Range(a, b) => (*a..=*b).contains(&port),
             PortSpec::Named(name) => {
-                // A named port resolves against the endpoints at this address (those the
-                // rule's selectors pick, when it has any).
-                let candidates: Vec<&EntityRef<'_>> = if has_identity_constraint {
+                // A named port resolves against the endpoints at this address that the
+                // rule's selector picks (every endpoint when it has none), as Calico's
+                // named-port IP sets do.
+                let candidates: Vec<&EntityRef<'_>> = if selects.is_active() {
                     selected.clone()
                 } else {
                     entities.iter().collect()
                 };
-                candidates
-                    .iter()
-                    .any(|e| e.named_ports().iter().any(|np| {
-                        np.name == *name && np.port == port && np.protocol == protocol
-                    }))
+                candidates.iter().any(|e| {
+                    e.named_ports()
+                        .iter()
+                        .any(|np| np.name == *name && np.port == port && np.protocol == protocol)
+                })
             }
         }
     };

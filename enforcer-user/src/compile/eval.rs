@@ -1,0 +1,679 @@
+//! Evaluating rules by parts.
+//!
+//! The reference evaluator's `rule_matches` is a conjunction of independent predicates: the
+//! rule's protocol/ICMP/IP-version fields (which see only the packet's protocol, ports and
+//! family), its source entity (which sees only the source address and port) and its
+//! destination entity (destination address and port). Each entity predicate is in turn the
+//! conjunction of an address part (nets, selectors) and, for numeric port ranges, a port part.
+//! The compiler evaluates each part on its own, always through `rule_matches` itself on a copy
+//! of the rule with the other fields cleared (an empty `EntityRule` matches everything), so
+//! the semantics stay the evaluator's:
+//!
+//! - the *common* part per (family, port cell), shared by every endpoint and peer;
+//! - the *local* part (the side of the endpoint being protected) per endpoint;
+//! - the *peer* part per peer region.
+//!
+//! Named ports are resolved against the entities the rule's selector picks at the address,
+//! so a side with named ports is evaluated whole, per (address, port cell).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use crate::{
+    evaluator::{
+        DEFAULT_ALLOW_PROFILE, Endpoint, Options, Packet, policy_selects, policy_view, rule_matches,
+        sorted_policies,
+    },
+    model::{
+        Action, Direction, EntityRule, IcmpMatch, Inventory, Policy, PortSpec, Protocol, Rule,
+        Tier, TierDefault,
+    },
+};
+
+use super::{
+    CompileError,
+    bits::Bits,
+    peers::{Regions, unspecified},
+    ports::{Combo, PortSpace},
+    rules::RuleTable,
+};
+
+/// A decision: allow or deny, and the rule table id of what decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Decided {
+    pub allow: bool,
+    pub id: u32,
+}
+
+/// The value of one rule side for one address: per port cell.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum SideVal {
+    False,
+    True,
+    /// The address part holds; the side's numeric port part decides per cell.
+    PortBits,
+    Bits(Bits),
+}
+
+/// One side (source or destination) of a rule, split into parts.
+struct Side {
+    /// Address part (ports cleared); `None` when it is trivially true.
+    addr: Option<Rule>,
+    /// Numeric port part, evaluated per cell once; `None` when the side has no ports.
+    ports: Option<Bits>,
+    /// The whole side, when it has named ports (evaluated per address and cell).
+    full: Option<Rule>,
+}
+
+/// A non-Log rule, ready for evaluation by parts.
+pub(crate) struct RulePart {
+    policy: usize,
+    action: Action,
+    decided: Option<Decided>,
+    /// Index into `Ctx::commons`; `None`: the rule has no protocol/ICMP/IP-version match.
+    common: Option<usize>,
+    local: Side,
+    peer: Side,
+}
+
+type CommonKey = (
+    Option<Protocol>,
+    Option<Protocol>,
+    Option<IcmpMatch>,
+    Option<IcmpMatch>,
+    Option<u8>,
+);
+
+/// A compiled endpoint program for one view (enforced or staged) and direction: the tiers
+/// that apply, each with its non-Log rules in evaluation order and its default, then the
+/// profile's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Program {
+    tiers: Vec<ProgTier>,
+    end: Decided,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ProgTier {
+    rules: Vec<usize>,
+    /// `None`: the tier passes.
+    default: Option<Decided>,
+}
+
+/// Everything that decides a policy set's verdicts: endpoints with equal `SetData` get equal
+/// tables (this is the exact grouping signature).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SetData {
+    pub direction: Direction,
+    pub host: bool,
+    enforced: Program,
+    staged: Program,
+    /// The local part of every rule in either program, per family (v4, v6).
+    local: Vec<(usize, [SideVal; 2])>,
+}
+
+pub(crate) struct Ctx<'a> {
+    pub inv: &'a Inventory,
+    regions: &'a Regions,
+    ports: &'a PortSpace,
+    rules: &'a RuleTable,
+    tiers: &'a [Tier],
+    parts: Vec<RulePart>,
+    part_index: HashMap<(usize, Direction, usize), usize>,
+    commons: Vec<[Bits; 2]>,
+    views: [Vec<usize>; 2],
+    ptr_index: HashMap<usize, usize>,
+    /// Failsafe cells per direction (ingress, egress): (combo, decision).
+    failsafe: [Vec<(usize, Decided)>; 2],
+    empty: Inventory,
+}
+
+fn dir_idx(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+/// The packet of a port cell between a local and a peer address.
+fn packet(dir: Direction, local: IpAddr, peer: IpAddr, c: &Combo) -> Packet {
+    let (src, dst) = match dir {
+        Direction::Ingress => (peer, local),
+        Direction::Egress => (local, peer),
+    };
+    Packet {
+        src,
+        dst,
+        protocol: c.protocol,
+        src_port: c.src_port,
+        dst_port: c.dst_port,
+        icmp_type: c.icmp_type,
+        icmp_code: c.icmp_code,
+    }
+}
+
+const ANY_COMBO: Combo = Combo {
+    dst: 0,
+    src: None,
+    protocol: Protocol(0),
+    dst_port: None,
+    src_port: None,
+    icmp_type: None,
+    icmp_code: None,
+};
+
+fn bare(rule: &Rule) -> Rule {
+    Rule {
+        action: rule.action,
+        protocol: None,
+        not_protocol: None,
+        icmp: None,
+        not_icmp: None,
+        ip_version: None,
+        source: EntityRule::default(),
+        destination: EntityRule::default(),
+        annotations: Default::default(),
+    }
+}
+
+/// `rule` reduced to one entity side (`local` or peer) set to `er`.
+fn with_side(rule: &Rule, dir: Direction, local: bool, er: EntityRule) -> Rule {
+    let mut r = bare(rule);
+    let is_dst = (dir == Direction::Ingress) == local;
+    if is_dst {
+        r.destination = er;
+    } else {
+        r.source = er;
+    }
+    r
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        inv: &'a Inventory,
+        opts: &Options,
+        regions: &'a Regions,
+        ports: &'a PortSpace,
+        rules: &'a RuleTable,
+        tiers: &'a [Tier],
+    ) -> Result<Ctx<'a>, CompileError> {
+        let empty = Inventory::default();
+        let ptr_index: HashMap<usize, usize> = inv
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p as *const Policy as usize, i))
+            .collect();
+        let view = |staged: bool| -> Vec<usize> {
+            policy_view(inv, staged)
+                .into_iter()
+                .filter_map(|p| ptr_index.get(&(p as *const Policy as usize)).copied())
+                .collect()
+        };
+        let views = [view(false), view(true)];
+        let n = ports.combos.len();
+        let v4 = unspecified(false);
+        let v6 = unspecified(true);
+        let mut common_index: HashMap<CommonKey, usize> = HashMap::new();
+        let mut commons: Vec<[Bits; 2]> = Vec::new();
+        let mut parts = Vec::new();
+        let mut part_index = HashMap::new();
+        for (pi, p) in inv.policies.iter().enumerate() {
+            for dir in [Direction::Ingress, Direction::Egress] {
+                for (index, rule) in p.rules(dir).iter().enumerate() {
+                    if rule.action == Action::Log {
+                        continue;
+                    }
+                    let key: CommonKey = (
+                        rule.protocol,
+                        rule.not_protocol,
+                        rule.icmp,
+                        rule.not_icmp,
+                        rule.ip_version,
+                    );
+                    let common = if key == (None, None, None, None, None) {
+                        None
+                    } else if let Some(&ci) = common_index.get(&key) {
+                        Some(ci)
+                    } else {
+                        let mut r = bare(rule);
+                        r.protocol = rule.protocol;
+                        r.not_protocol = rule.not_protocol;
+                        r.icmp = rule.icmp;
+                        r.not_icmp = rule.not_icmp;
+                        r.ip_version = rule.ip_version;
+                        let fam = |a: IpAddr| {
+                            let mut b = Bits::zeros(n);
+                            for (ci, c) in ports.combos.iter().enumerate() {
+                                if rule_matches(&empty, p, &r, &packet(dir, a, a, c)) {
+                                    b.set(ci);
+                                }
+                            }
+                            b
+                        };
+                        commons.push([fam(v4), fam(v6)]);
+                        common_index.insert(key, commons.len() - 1);
+                        Some(commons.len() - 1)
+                    };
+                    let side = |local: bool| -> Side {
+                        let er = match (dir == Direction::Ingress) == local {
+                            true => &rule.destination,
+                            false => &rule.source,
+                        };
+                        let specs = || er.ports.iter().chain(&er.not_ports);
+                        if specs().any(|s| matches!(s, PortSpec::Named(_))) {
+                            return Side {
+                                addr: None,
+                                ports: None,
+                                full: Some(with_side(rule, dir, local, er.clone())),
+                            };
+                        }
+                        let mut addr_er = er.clone();
+                        addr_er.ports.clear();
+                        addr_er.not_ports.clear();
+                        let addr = (!addr_er.is_empty()).then(|| with_side(rule, dir, local, addr_er));
+                        let ports = (specs().next().is_some()).then(|| {
+                            let port_er = EntityRule {
+                                ports: er.ports.clone(),
+                                not_ports: er.not_ports.clone(),
+                                ..EntityRule::default()
+                            };
+                            let r = with_side(rule, dir, local, port_er);
+                            let mut b = Bits::zeros(n);
+                            for (ci, c) in ports.combos.iter().enumerate() {
+                                if rule_matches(&empty, p, &r, &packet(dir, v4, v4, c)) {
+                                    b.set(ci);
+                                }
+                            }
+                            b
+                        });
+                        Side {
+                            addr,
+                            ports,
+                            full: None,
+                        }
+                    };
+                    let decided = match rule.action {
+                        Action::Allow | Action::Deny => Some(Decided {
+                            allow: rule.action == Action::Allow,
+                            id: rules
+                                .rule_id(pi, dir, index)
+                                .ok_or(CompileError::Internal("rule missing from the rule table"))?,
+                        }),
+                        _ => None,
+                    };
+                    parts.push(RulePart {
+                        policy: pi,
+                        action: rule.action,
+                        decided,
+                        common,
+                        local: side(true),
+                        peer: side(false),
+                    });
+                    part_index.insert((pi, dir, index), parts.len() - 1);
+                }
+            }
+        }
+        let mut failsafe: [Vec<(usize, Decided)>; 2] = [Vec::new(), Vec::new()];
+        if !inv.host_endpoints.is_empty() {
+            for (d, list) in [(0, &opts.failsafe.inbound), (1, &opts.failsafe.outbound)] {
+                for (ci, c) in ports.combos.iter().enumerate() {
+                    // The evaluator takes the first entry of the list that matches.
+                    if let Some(&(proto, port)) = list
+                        .iter()
+                        .find(|(proto, port)| *proto == c.protocol && c.dst_port == Some(*port))
+                    {
+                        let id = rules
+                            .failsafe_id(proto, port)
+                            .ok_or(CompileError::Internal("failsafe port missing from the rule table"))?;
+                        failsafe[d].push((ci, Decided { allow: true, id }));
+                    }
+                }
+            }
+        }
+        Ok(Ctx {
+            inv,
+            regions,
+            ports,
+            rules,
+            tiers,
+            parts,
+            part_index,
+            commons,
+            views,
+            ptr_index,
+            failsafe,
+            empty,
+        })
+    }
+
+    fn policy(&self, i: usize) -> Result<&'a Policy, CompileError> {
+        self.inv
+            .policies
+            .get(i)
+            .ok_or(CompileError::Internal("policy index out of range"))
+    }
+
+    /// Evaluates one side of a rule for an address.
+    fn side_val(
+        &self,
+        part: &RulePart,
+        local: bool,
+        scoped: &Inventory,
+        addr: IpAddr,
+        dir: Direction,
+    ) -> Result<SideVal, CompileError> {
+        let side = if local { &part.local } else { &part.peer };
+        let policy = self.policy(part.policy)?;
+        let other = unspecified(addr.is_ipv6());
+        let pkt = |c: &Combo| {
+            if local {
+                packet(dir, addr, other, c)
+            } else {
+                packet(dir, other, addr, c)
+            }
+        };
+        if let Some(full) = &side.full {
+            let mut b = Bits::zeros(self.ports.combos.len());
+            for (ci, c) in self.ports.combos.iter().enumerate() {
+                if rule_matches(scoped, policy, full, &pkt(c)) {
+                    b.set(ci);
+                }
+            }
+            return Ok(if b.is_zero() {
+                SideVal::False
+            } else if b.is_ones() {
+                SideVal::True
+            } else {
+                SideVal::Bits(b)
+            });
+        }
+        if let Some(r) = &side.addr
+            && !rule_matches(scoped, policy, r, &pkt(&ANY_COMBO))
+        {
+            return Ok(SideVal::False);
+        }
+        Ok(if side.ports.is_some() {
+            SideVal::PortBits
+        } else {
+            SideVal::True
+        })
+    }
+
+    /// The program of one endpoint, direction and view.
+    fn program(
+        &self,
+        ep: &Endpoint<'_>,
+        selects: &[bool],
+        dir: Direction,
+        staged: bool,
+    ) -> Result<Program, CompileError> {
+        let view = &self.views[usize::from(staged)];
+        let mut tiers = Vec::new();
+        for tier in self.tiers {
+            let candidates = view.iter().filter_map(|&i| {
+                let p = self.inv.policies.get(i)?;
+                (p.tier == tier.name && p.applies_to(dir) && selects.get(i).copied().unwrap_or(false))
+                    .then_some(p)
+            });
+            let applying = sorted_policies(candidates);
+            if applying.is_empty() {
+                continue;
+            }
+            let mut rules = Vec::new();
+            for p in applying {
+                let pi = *self
+                    .ptr_index
+                    .get(&(p as *const Policy as usize))
+                    .ok_or(CompileError::Internal("policy not in the inventory"))?;
+                for (index, r) in p.rules(dir).iter().enumerate() {
+                    if r.action != Action::Log {
+                        rules.push(
+                            *self
+                                .part_index
+                                .get(&(pi, dir, index))
+                                .ok_or(CompileError::Internal("rule part missing"))?,
+                        );
+                    }
+                }
+            }
+            let default = match tier.default_action {
+                TierDefault::Pass => None,
+                TierDefault::Deny => Some(Decided {
+                    allow: false,
+                    id: self
+                        .rules
+                        .tier_default_id(&tier.name)
+                        .ok_or(CompileError::Internal("tier default missing from the rule table"))?,
+                }),
+            };
+            tiers.push(ProgTier { rules, default });
+        }
+        let missing = CompileError::Internal("profile missing from the rule table");
+        let end = match ep {
+            Endpoint::Workload(pod) => Decided {
+                allow: true,
+                id: self
+                    .rules
+                    .profile_id(&format!("kns.{}", pod.namespace))
+                    .ok_or(missing)?,
+            },
+            Endpoint::Host(hep) if hep.profiles.iter().any(|p| p == DEFAULT_ALLOW_PROFILE) => Decided {
+                allow: true,
+                id: self.rules.profile_id(DEFAULT_ALLOW_PROFILE).ok_or(missing)?,
+            },
+            _ => Decided {
+                allow: false,
+                id: self.rules.host_default_deny_id().ok_or(missing)?,
+            },
+        };
+        Ok(Program { tiers, end })
+    }
+
+    /// The set data (grouping signature) of an endpoint in one direction. `local` holds the
+    /// endpoint's address per family (v4, v6), `None` when it has none in that family.
+    pub fn set_data(
+        &self,
+        ep: &Endpoint<'_>,
+        local: [Option<IpAddr>; 2],
+        dir: Direction,
+        selects: &[bool],
+        scoped: &mut [Option<Inventory>; 2],
+    ) -> Result<SetData, CompileError> {
+        let enforced = self.program(ep, selects, dir, false)?;
+        let staged = self.program(ep, selects, dir, true)?;
+        let used: BTreeSet<usize> = enforced
+            .tiers
+            .iter()
+            .chain(&staged.tiers)
+            .flat_map(|t| t.rules.iter().copied())
+            .collect();
+        let mut vals = Vec::with_capacity(used.len());
+        for pi in used {
+            let part = self
+                .parts
+                .get(pi)
+                .ok_or(CompileError::Internal("rule part out of range"))?;
+            let mut pair = [SideVal::True, SideVal::True];
+            for (f, slot) in pair.iter_mut().enumerate() {
+                let addr = local[f].unwrap_or_else(|| unspecified(f == 1));
+                let inv = match &mut scoped[f] {
+                    Some(i) => &*i,
+                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr)),
+                };
+                *slot = self.side_val(part, true, inv, addr, dir)?;
+            }
+            vals.push((pi, pair));
+        }
+        Ok(SetData {
+            direction: dir,
+            host: matches!(ep, Endpoint::Host(_)),
+            enforced,
+            staged,
+            local: vals,
+        })
+    }
+
+    /// Which policies select an endpoint (by policy index).
+    pub fn selects(&self, ep: &Endpoint<'_>) -> Vec<bool> {
+        self.inv
+            .policies
+            .iter()
+            .map(|p| policy_selects(self.inv, p, ep))
+            .collect()
+    }
+}
+
+/// Peer-side values of one region, computed on demand.
+pub(crate) struct PeerCache {
+    pub region: usize,
+    pub addr: IpAddr,
+    scoped: Option<Inventory>,
+    vals: HashMap<(usize, Direction), SideVal>,
+}
+
+impl PeerCache {
+    pub fn new(region: usize, addr: IpAddr) -> PeerCache {
+        PeerCache {
+            region,
+            addr,
+            scoped: None,
+            vals: HashMap::new(),
+        }
+    }
+}
+
+impl Ctx<'_> {
+    fn peer_val<'c>(
+        &self,
+        cache: &'c mut PeerCache,
+        pi: usize,
+        dir: Direction,
+    ) -> Result<&'c SideVal, CompileError> {
+        if !cache.vals.contains_key(&(pi, dir)) {
+            let part = self
+                .parts
+                .get(pi)
+                .ok_or(CompileError::Internal("rule part out of range"))?;
+            let v = if part.peer.addr.is_none() && part.peer.full.is_none() {
+                if part.peer.ports.is_some() {
+                    SideVal::PortBits
+                } else {
+                    SideVal::True
+                }
+            } else {
+                let addr = cache.addr;
+                let scoped = match &mut cache.scoped {
+                    Some(s) => &*s,
+                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr)),
+                };
+                self.side_val(part, false, scoped, addr, dir)?
+            };
+            cache.vals.insert((pi, dir), v);
+        }
+        cache
+            .vals
+            .get(&(pi, dir))
+            .ok_or(CompileError::Internal("peer cache"))
+    }
+
+    /// Runs one program over every port cell for one peer region.
+    fn run(
+        &self,
+        set: &SetData,
+        prog: &Program,
+        local: &HashMap<usize, &[SideVal; 2]>,
+        cache: &mut PeerCache,
+    ) -> Result<Vec<Decided>, CompileError> {
+        let n = self.ports.combos.len();
+        let fam = usize::from(cache.addr.is_ipv6());
+        let mut out: Vec<Option<Decided>> = vec![None; n];
+        let mut undecided = Bits::ones(n);
+        if set.host {
+            for &(c, d) in &self.failsafe[dir_idx(set.direction)] {
+                out[c] = Some(d);
+                undecided.clear(c);
+            }
+        }
+        for tier in &prog.tiers {
+            let mut in_tier = undecided.clone();
+            for &pi in &tier.rules {
+                if in_tier.is_zero() {
+                    break;
+                }
+                let part = self
+                    .parts
+                    .get(pi)
+                    .ok_or(CompileError::Internal("rule part out of range"))?;
+                let mut m = in_tier.clone();
+                if let Some(ci) = part.common {
+                    let c = self.commons.get(ci).ok_or(CompileError::Internal("common part"))?;
+                    m.and_with(&c[fam]);
+                }
+                let lv = local
+                    .get(&pi)
+                    .ok_or(CompileError::Internal("local part missing"))?;
+                match &lv[fam] {
+                    SideVal::False => continue,
+                    SideVal::True => {}
+                    SideVal::PortBits => {
+                        if let Some(b) = &part.local.ports {
+                            m.and_with(b);
+                        }
+                    }
+                    SideVal::Bits(b) => m.and_with(b),
+                }
+                if m.is_zero() {
+                    continue;
+                }
+                match self.peer_val(cache, pi, set.direction)? {
+                    SideVal::False => continue,
+                    SideVal::True => {}
+                    SideVal::PortBits => {
+                        if let Some(b) = &part.peer.ports {
+                            m.and_with(b);
+                        }
+                    }
+                    SideVal::Bits(b) => m.and_with(b),
+                }
+                if m.is_zero() {
+                    continue;
+                }
+                in_tier.and_not(&m);
+                if let Some(d) = part.decided {
+                    for c in m.ones_iter() {
+                        out[c] = Some(d);
+                    }
+                    undecided.and_not(&m);
+                } else {
+                    debug_assert_eq!(part.action, Action::Pass);
+                }
+            }
+            if let Some(d) = tier.default {
+                for c in in_tier.ones_iter() {
+                    out[c] = Some(d);
+                }
+                undecided.and_not(&in_tier);
+            }
+        }
+        Ok(out.into_iter().map(|d| d.unwrap_or(prog.end)).collect())
+    }
+
+    /// The (enforced, staged) decisions of a set for one peer region, per port cell.
+    pub fn evaluate(
+        &self,
+        set: &SetData,
+        cache: &mut PeerCache,
+    ) -> Result<Vec<(Decided, Decided)>, CompileError> {
+        let local: HashMap<usize, &[SideVal; 2]> = set.local.iter().map(|(pi, v)| (*pi, v)).collect();
+        let enforced = self.run(set, &set.enforced, &local, cache)?;
+        let staged = if set.staged == set.enforced {
+            enforced.clone()
+        } else {
+            self.run(set, &set.staged, &local, cache)?
+        };
+        Ok(enforced.into_iter().zip(staged).collect())
+    }
+}
