@@ -167,6 +167,12 @@ pub const CT_SEEN_REPLY: u32 = 4;
 pub const CT_TCP_FIN: u32 = 8;
 /// A RST was seen.
 pub const CT_TCP_RST: u32 = 16;
+/// ICMP/ICMPv6 flows: bits 16..32 of `CtValue.flags` hold the initiator's `type << 8 | code`
+/// (the port the policy judged), so a re-check after a generation change can judge the
+/// original packet again. Conntrack keys carry ports 0 for ICMP.
+pub const CT_ICMP_TYPE_CODE_SHIFT: u32 = 16;
+/// The `CT_*` state bits below [`CT_ICMP_TYPE_CODE_SHIFT`].
+pub const CT_STATE_MASK: u32 = (1 << CT_ICMP_TYPE_CODE_SHIFT) - 1;
 
 /// Directions, from the endpoint's point of view.
 pub const DIR_INGRESS: u8 = 0;

@@ -1,152 +1,192 @@
-//! Enforcer's TC programs.
+//! Enforcer's TC datapath: one pair of programs for every endpoint.
 //!
-//! For now a minimal datapath: both directions parse Ethernet, IPv4/IPv6 and (for TCP, UDP and
-//! SCTP) the port words with explicit bounds checks, count what they saw in `ENFORCER_COUNTERS`
-//! and let every packet continue (`TCX_NEXT`). Policy lookups replace the verdict later.
+//! * `enforcer_from_endpoint` runs at tc ingress of an endpoint's host-side interface: the
+//!   packets leaving the endpoint, judged by its egress policy (`DIR_EGRESS`).
+//! * `enforcer_to_endpoint` runs at tc egress of that interface: the packets entering the
+//!   endpoint, judged by its ingress policy (`DIR_INGRESS`).
 //!
-//! Directions are named from the endpoint: `enforcer_ingress` sees traffic *to* a pod (attached
-//! at tc egress of its host-side veth), `enforcer_egress` traffic *from* it (tc ingress).
+//! Per packet ([`decide`]): read `CONFIG[0]` once, find the endpoint by `(slot, ifindex)`,
+//! parse the headers ([`parse`]), then either an established flow in conntrack
+//! ([`conntrack`]) or, for a new flow, the class lookups of the contract in
+//! `enforcer_common` ([`policy`]). Every packet counts exactly one final reason in
+//! `VERDICT_COUNTERS`; side events (re-check, conntrack full, event dropped) count on top.
+//! Allowed packets return `TCX_NEXT` (the next tcx program or the stack decides), denied ones
+//! `TC_ACT_SHOT`. `docs/datapath-kernel.md` has the rules, fail modes and timeouts.
 //!
 //! Built for `bpfel-unknown-none` by enforcer-user's build.rs; on the host it compiles to an
 //! empty `main` so `cargo clippy --workspace` covers it.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![cfg_attr(
+    not(target_arch = "bpf"),
+    allow(dead_code, reason = "the host build only type-checks the datapath")
+)]
+
+mod conntrack;
+mod events;
+mod maps;
+mod parse;
+mod policy;
 
 use aya_ebpf::{
-    bindings::tcx_action_base::TCX_NEXT,
-    macros::{classifier, map},
-    maps::PerCpuArray,
+    bindings::{TC_ACT_SHOT, tcx_action_base::TCX_NEXT},
+    helpers::bpf_ktime_get_ns,
+    macros::classifier,
     programs::TcContext,
 };
+use enforcer_common::{
+    CONFIG_FAIL_CLOSED, Config, DIR_EGRESS, DIR_INGRESS, EndpointKey, EndpointValue,
+    REASON_DENY_NO_ENDPOINT, REASON_DENY_UNPARSEABLE, REASON_PASS_FRAGMENT,
+    REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
+};
 
-/// `ENFORCER_COUNTERS[0]`: packets the programs ran on.
-const COUNTER_SEEN: u32 = 0;
-/// `ENFORCER_COUNTERS[1]`: packets whose headers were truncated or malformed.
-const COUNTER_UNPARSEABLE: u32 = 1;
-const COUNTERS_LEN: u32 = 2;
+use crate::{
+    maps::{CONFIG, ENDPOINTS, count},
+    parse::Parsed,
+};
 
-/// Per-CPU packet counters, indexed by the `COUNTER_*` constants; userspace sums the CPUs.
-#[map]
-static ENFORCER_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+/// Let the packet continue: the next tcx program (or the legacy tc chain, or the stack)
+/// decides; with nothing after us it passes. Numerically `TC_ACT_UNSPEC`.
+pub(crate) const VERDICT_ALLOW: i32 = TCX_NEXT;
+/// Drop the packet.
+pub(crate) const VERDICT_DROP: i32 = TC_ACT_SHOT;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPV4_MIN_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
-
-/// Verdict for "no opinion": the next tcx program (or the legacy tc chain) decides; with nothing
-/// after us the packet passes. Numerically `TC_ACT_UNSPEC`.
-const VERDICT_CONTINUE: i32 = TCX_NEXT;
-
-#[classifier]
-pub fn enforcer_ingress(ctx: TcContext) -> i32 {
-    handle(&ctx)
-}
-
-#[classifier]
-pub fn enforcer_egress(ctx: TcContext) -> i32 {
-    handle(&ctx)
-}
-
-#[inline(always)]
-fn handle(ctx: &TcContext) -> i32 {
-    count(COUNTER_SEEN);
-    if parse(ctx).is_err() {
-        count(COUNTER_UNPARSEABLE);
-    }
-    VERDICT_CONTINUE
-}
-
-#[inline(always)]
-fn count(index: u32) {
-    if let Some(counter) = ENFORCER_COUNTERS.get_ptr_mut(index) {
-        // SAFETY: the pointer comes from a successful map lookup on this CPU's slot; per-CPU
-        // values are not shared with other CPUs and the program is not re-entered on one CPU.
-        unsafe { *counter += 1 };
-    }
-}
-
-/// What the datapath needs from a packet's headers (the flow key, later).
+/// A packet's fate: the tc return code and the final reason counted for it.
 #[derive(Clone, Copy)]
-#[expect(
-    dead_code,
-    reason = "read by the policy lookup that replaces this placeholder"
-)]
-struct Headers {
-    /// IP protocol / IPv6 next header; 0 for non-IP frames.
-    protocol: u8,
-    /// Source and destination port (host order) for TCP/UDP/SCTP first fragments.
-    ports: Option<(u16, u16)>,
+pub(crate) struct Outcome {
+    pub verdict: i32,
+    pub reason: u32,
 }
 
-/// The frame is shorter than its headers claim, or a version field is wrong.
-struct Unparseable;
-
-/// A reference to `N` packet bytes at `offset`, bounds-checked against `data_end` the way the
-/// verifier wants to see it.
-#[inline(always)]
-fn bytes_at<const N: usize>(ctx: &TcContext, offset: usize) -> Result<&[u8; N], Unparseable> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + N > end {
-        return Err(Unparseable);
+impl Outcome {
+    pub(crate) const fn allow(reason: u32) -> Self {
+        Self {
+            verdict: VERDICT_ALLOW,
+            reason,
+        }
     }
-    // SAFETY: [start + offset, start + offset + N) lies inside the linear packet data checked
-    // above; `[u8; N]` has alignment 1.
-    Ok(unsafe { &*((start + offset) as *const [u8; N]) })
+
+    pub(crate) const fn drop(reason: u32) -> Self {
+        Self {
+            verdict: VERDICT_DROP,
+            reason,
+        }
+    }
+}
+
+/// What happens to non-first fragments (IPv4 fragment offset != 0, or an IPv6 fragment
+/// header with a nonzero offset). They carry no transport header, so no ports to judge.
+/// The first fragment carries the ports and is judged like any packet; a receiver cannot
+/// reassemble a datagram whose first fragment was dropped, so passing the rest lets nothing
+/// through that policy denied. Change this one constant to drop them instead.
+pub(crate) const NON_FIRST_FRAGMENT: Outcome = Outcome::allow(REASON_PASS_FRAGMENT);
+
+/// Frames that are not IPv4/IPv6 (ARP, LLDP, VLAN-tagged frames in the payload...): policy
+/// is about IP, and ARP must work for IP to work.
+pub(crate) const NON_IP: Outcome = Outcome::allow(REASON_PASS_NON_IP);
+
+/// Truncated or malformed IP packets: dropped, never guessed at.
+pub(crate) const UNPARSEABLE: Outcome = Outcome::drop(REASON_DENY_UNPARSEABLE);
+
+/// `CONFIG[0]` as one packet sees it.
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot {
+    pub slot: u32,
+    pub generation: u32,
+    pub flags: u32,
+}
+
+#[classifier]
+pub fn enforcer_from_endpoint(ctx: TcContext) -> i32 {
+    handle(&ctx, DIR_EGRESS)
+}
+
+#[classifier]
+pub fn enforcer_to_endpoint(ctx: TcContext) -> i32 {
+    handle(&ctx, DIR_INGRESS)
 }
 
 #[inline(always)]
-fn parse(ctx: &TcContext) -> Result<Headers, Unparseable> {
-    let eth = bytes_at::<ETH_HLEN>(ctx, 0)?;
-    let ether_type = u16::from_be_bytes([eth[12], eth[13]]);
+fn handle(ctx: &TcContext, dir: u8) -> i32 {
+    let outcome = decide(ctx, dir);
+    count(outcome.reason, dir);
+    outcome.verdict
+}
 
-    let (protocol, l4_offset) = match ether_type {
-        ETH_P_IP => {
-            let ip = bytes_at::<IPV4_MIN_HLEN>(ctx, ETH_HLEN)?;
-            if ip[0] >> 4 != 4 {
-                return Err(Unparseable);
-            }
-            let header_len = usize::from(ip[0] & 0x0f) * 4;
-            if header_len < IPV4_MIN_HLEN || ctx.data() + ETH_HLEN + header_len > ctx.data_end() {
-                return Err(Unparseable);
-            }
-            let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-            // Only the first fragment carries the L4 header.
-            let l4 = (fragment_offset == 0).then_some(ETH_HLEN + header_len);
-            (ip[9], l4)
-        }
-        ETH_P_IPV6 => {
-            let ip = bytes_at::<IPV6_HLEN>(ctx, ETH_HLEN)?;
-            if ip[0] >> 4 != 6 {
-                return Err(Unparseable);
-            }
-            // Extension headers are walked by the policy datapath; here only the fixed header.
-            (ip[6], Some(ETH_HLEN + IPV6_HLEN))
-        }
-        _ => {
-            return Ok(Headers {
-                protocol: 0,
-                ports: None,
-            });
-        }
+#[inline(always)]
+fn decide(ctx: &TcContext, dir: u8) -> Outcome {
+    let config = read_config();
+    // SAFETY: `skb` is the context pointer the kernel passed in; `ifindex` is a readable
+    // `__sk_buff` field for tc programs.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+
+    let Some(endpoint) = endpoint(config.slot, ifindex) else {
+        return if config.flags & CONFIG_FAIL_CLOSED != 0 {
+            Outcome::drop(REASON_DENY_NO_ENDPOINT)
+        } else {
+            Outcome::allow(REASON_PASS_NO_ENDPOINT)
+        };
     };
 
-    let ports = match (protocol, l4_offset) {
-        (IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP, Some(offset)) => {
-            let l4 = bytes_at::<4>(ctx, offset)?;
-            Some((
-                u16::from_be_bytes([l4[0], l4[1]]),
-                u16::from_be_bytes([l4[2], l4[3]]),
-            ))
-        }
-        _ => None,
+    let flow = match parse::parse(ctx) {
+        Ok(Parsed::Flow(flow)) => flow,
+        Ok(Parsed::NonIp) => return NON_IP,
+        Ok(Parsed::LaterFragment) => return NON_FIRST_FRAGMENT,
+        Err(parse::Unparseable) => return UNPARSEABLE,
     };
-    Ok(Headers { protocol, ports })
+
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ct = conntrack::key(ifindex, &flow);
+    match conntrack::established(&config, &endpoint, ifindex, dir, &flow, &ct, now) {
+        Some(outcome) => outcome,
+        None => policy::new_flow(&config, &endpoint, ifindex, dir, &flow, &ct, now),
+    }
+}
+
+/// Reads `CONFIG[0]`. `active_slot` and `generation` come from one 8-byte load so a packet
+/// never pairs a slot with another write's generation when the kernel copies the value in
+/// 8-byte words (see docs/datapath-kernel.md for the two-write flip that makes this safe
+/// whatever the copy width).
+#[inline(always)]
+fn read_config() -> Snapshot {
+    match CONFIG.get_ptr(0) {
+        Some(config) => {
+            // SAFETY: array map values are 8-byte aligned and `Config` is 16 bytes;
+            // `active_slot` (offset 0) and `generation` (offset 4) share the first u64,
+            // little-endian on bpfel.
+            let (head, flags) = unsafe {
+                (
+                    core::ptr::read_volatile(config.cast::<u64>()),
+                    core::ptr::read_volatile(core::ptr::addr_of!((*config).flags)),
+                )
+            };
+            Snapshot {
+                slot: head as u32,
+                generation: (head >> 32) as u32,
+                flags,
+            }
+        }
+        // Index 0 of a 1-entry array always exists; keep a defined answer anyway.
+        None => Snapshot {
+            slot: 0,
+            generation: 0,
+            flags: 0,
+        },
+    }
+}
+
+const _: () = {
+    assert!(core::mem::offset_of!(Config, active_slot) == 0);
+    assert!(core::mem::offset_of!(Config, generation) == 4);
+};
+
+#[inline(always)]
+fn endpoint(slot: u32, ifindex: u32) -> Option<EndpointValue> {
+    let key = EndpointKey { slot, ifindex };
+    // SAFETY: a successful lookup returns a pointer to a live value of the map's value
+    // type; we copy it out at once (NO_PREALLOC hash: the element is RCU-protected).
+    ENDPOINTS.get_ptr(&key).map(|value| unsafe { *value })
 }
 
 #[cfg(target_arch = "bpf")]

@@ -71,7 +71,12 @@ fn reference_evaluator_agrees_with_every_case() {
     for f in case_files() {
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let header = header(&f, &text);
-        let inv = match sources::load_str(&text, &f) {
+        // The header is not a Kubernetes object: blank it (keeping document numbers).
+        let objects = match text.find("\n---") {
+            Some(at) => format!("# ConformanceCase header{}", &text[at..]),
+            None => String::new(),
+        };
+        let inv = match sources::load_str(&objects, &f) {
             Ok(inv) => inv,
             Err(e) => {
                 failures.push(format!("{}: does not load:\n{e}", f.display()));
@@ -81,7 +86,6 @@ fn reference_evaluator_agrees_with_every_case() {
         let unexpected: Vec<_> = inv
             .skipped
             .iter()
-            .filter(|s| s.kind != "ConformanceCase")
             .map(|s| format!("{} {}", s.api_version, s.kind))
             .collect();
         if !unexpected.is_empty() {

@@ -45,6 +45,7 @@ impl Bits {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, i: usize) -> bool {
         self.words
             .get(i / 64)

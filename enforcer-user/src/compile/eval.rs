@@ -127,7 +127,6 @@ pub(crate) struct Ctx<'a> {
     ptr_index: HashMap<usize, usize>,
     /// Failsafe cells per direction (ingress, egress): (combo, decision).
     failsafe: [Vec<(usize, Decided)>; 2],
-    empty: Inventory,
 }
 
 fn dir_idx(d: Direction) -> usize {
@@ -345,7 +344,6 @@ impl<'a> Ctx<'a> {
             views,
             ptr_index,
             failsafe,
-            empty,
         })
     }
 
@@ -528,16 +526,14 @@ impl<'a> Ctx<'a> {
 
 /// Peer-side values of one region, computed on demand.
 pub(crate) struct PeerCache {
-    pub region: usize,
     pub addr: IpAddr,
     scoped: Option<Inventory>,
     vals: HashMap<(usize, Direction), SideVal>,
 }
 
 impl PeerCache {
-    pub fn new(region: usize, addr: IpAddr) -> PeerCache {
+    pub fn new(addr: IpAddr) -> PeerCache {
         PeerCache {
-            region,
             addr,
             scoped: None,
             vals: HashMap::new(),

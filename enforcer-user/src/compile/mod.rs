@@ -410,7 +410,10 @@ impl<T: Hash + Eq + Clone> Interner<T> {
 
 /// The endpoints to compile: workload pods (not host-networked) and host endpoints, with
 /// their first address per family.
-fn endpoints(inv: &Inventory) -> Result<Vec<(EndpointId, Endpoint<'_>, [Option<IpAddr>; 2])>, CompileError> {
+/// An endpoint to compile, with its first address per family (v4, v6).
+type EndpointEntry<'a> = (EndpointId, Endpoint<'a>, [Option<IpAddr>; 2]);
+
+fn endpoints(inv: &Inventory) -> Result<Vec<EndpointEntry<'_>>, CompileError> {
     let first = |ips: &[IpAddr]| {
         [
             ips.iter().find(|a| a.is_ipv4()).copied(),
@@ -537,7 +540,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let mut region_class: Vec<Option<u32>> = vec![None; regions.len()];
     for (ri, rep) in regions.rep.iter().enumerate() {
         let Some(addr) = *rep else { continue };
-        let mut cache = PeerCache::new(ri, addr);
+        let mut cache = PeerCache::new(addr);
         let mut row_ids = Vec::with_capacity(sets.len());
         let mut rows: Vec<Vec<u32>> = Vec::with_capacity(sets.len());
         for (si, set) in sets.iter().enumerate() {

@@ -50,8 +50,6 @@ pub(crate) struct PortSpace {
     pub src: Vec<SrcInterval>,
     pub combos: Vec<Combo>,
     pub uses_src_ports: bool,
-    /// The protocol standing for every protocol no rule distinguishes.
-    pub other_protocol: Option<u8>,
 }
 
 fn intervals(cuts: Option<&BTreeSet<u32>>) -> Vec<(u16, u16)> {
@@ -93,7 +91,7 @@ impl PortSpace {
         let mut uses_ports = false;
         let mut uses_src_ports = false;
         let mut uses_icmp = false;
-        let mut cut = |cuts: &mut BTreeMap<u8, BTreeSet<u32>>, proto: u8, lo: u16, hi: u16| {
+        let cut = |cuts: &mut BTreeMap<u8, BTreeSet<u32>>, proto: u8, lo: u16, hi: u16| {
             let c = cuts.entry(proto).or_default();
             c.insert(u32::from(lo));
             c.insert(u32::from(hi) + 1);
@@ -166,7 +164,7 @@ impl PortSpace {
         let mut dst = Vec::new();
         let mut src = Vec::new();
         let mut combos = Vec::new();
-        let mut push_dst = |dst: &mut Vec<DstInterval>, proto: Option<u8>, lo, hi| {
+        let push_dst = |dst: &mut Vec<DstInterval>, proto: Option<u8>, lo, hi| {
             dst.push(DstInterval { proto, lo, hi });
             dst.len() - 1
         };
@@ -230,7 +228,6 @@ impl PortSpace {
             src,
             combos,
             uses_src_ports,
-            other_protocol,
         }
     }
 }

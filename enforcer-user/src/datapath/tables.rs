@@ -1,0 +1,906 @@
+//! The slot/generation protocol of `enforcer-common`, over an abstract set of tables so it can
+//! be tested without BPF (the real maps implement the same traits in `bpf_maps.rs`).
+//!
+//! Programming a new policy ([`program`]):
+//! 1. read `CONFIG` (active slot `s`, generation `g`); the target is the inactive slot `1 - s`;
+//! 2. list every table's keys once and check capacity: the new entries plus the entries the
+//!    active slot still holds must fit each map (nothing is written otherwise);
+//! 3. delete leftovers of slot `1 - s` (an interrupted earlier write);
+//! 4. write every entry, re-slotted to `1 - s`; on any error delete what was written and
+//!    return it: `CONFIG` was not touched, so the old policy stays in force;
+//! 5. flip: write `CONFIG {active_slot: 1 - s, generation: g + 1, flags}` in one update;
+//! 6. wait a short grace period (packets that read the old slot finish their lookups), then
+//!    delete slot `s`'s entries. Failures here are reported, not fatal: the new policy is in
+//!    force and the leftovers are cleared by step 3 of the next write.
+//!
+//! Every write rewrites the whole table set into the inactive slot, even for maps whose entries
+//! did not change, because the slots alternate: "only what changed" holds at the level of the
+//! policy change as a whole (a no-op change is skipped by the caller), not per entry. Keeping
+//! the old slot resident and writing only `compile::diff` against it is a possible follow-up.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapError;
+use enforcer_common::{
+    CONFIG_FAIL_CLOSED, CONFIG_SRC_PORTS, Config, EndpointKey, EndpointValue,
+    MAX_ENDPOINTS, MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS,
+    VerdictKey, VerdictValue, maps,
+};
+use serde::Serialize;
+
+use super::error::DatapathError;
+use crate::compile::{LpmEntry, MapEntries};
+
+/// `CONFIG.flags` bits that belong to a table set (written with the flip), as opposed to
+/// operator settings such as `CONFIG_FAIL_CLOSED` (kept across flips).
+pub const TABLE_FLAGS: u32 = CONFIG_SRC_PORTS;
+
+/// Per-map entry limits checked before writing (both slots together). The effective limit is
+/// the smaller of this and the map's own `max_entries`; tests shrink it to exercise the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub endpoints: u32,
+    pub peer_v4: u32,
+    pub peer_v6: u32,
+    pub ports: u32,
+    pub verdicts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            endpoints: MAX_ENDPOINTS,
+            peer_v4: MAX_PEER_PREFIXES,
+            peer_v6: MAX_PEER_PREFIXES,
+            ports: MAX_PORT_PREFIXES,
+            verdicts: MAX_VERDICTS,
+        }
+    }
+}
+
+/// A key carrying a table slot.
+pub trait SlotKey: Copy + Eq + Hash {
+    fn slot(&self) -> u32;
+    fn with_slot(self, slot: u32) -> Self;
+}
+
+impl SlotKey for EndpointKey {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+    fn with_slot(self, slot: u32) -> Self {
+        EndpointKey { slot, ..self }
+    }
+}
+
+impl SlotKey for VerdictKey {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+    fn with_slot(self, slot: u32) -> Self {
+        VerdictKey { slot, ..self }
+    }
+}
+
+/// An LPM trie key: the prefix length and the data, whose first 4 bytes are the slot
+/// (big-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LpmKey<const N: usize> {
+    pub prefix_len: u32,
+    pub data: [u8; N],
+}
+
+impl<const N: usize> SlotKey for LpmKey<N> {
+    fn slot(&self) -> u32 {
+        let mut s = [0u8; 4];
+        if let Some(head) = self.data.get(..4) {
+            s.copy_from_slice(head);
+        }
+        u32::from_be_bytes(s)
+    }
+    fn with_slot(mut self, slot: u32) -> Self {
+        if let Some(head) = self.data.get_mut(..4) {
+            head.copy_from_slice(&slot.to_be_bytes());
+        }
+        self
+    }
+}
+
+/// One slotted map.
+pub trait SlotTable {
+    type Key: SlotKey;
+    type Value: Copy;
+    fn name(&self) -> &'static str;
+    /// The map's `max_entries`.
+    fn max_entries(&self) -> usize;
+    fn keys(&self) -> Result<Vec<Self::Key>, MapError>;
+    fn entries(&self) -> Result<Vec<(Self::Key, Self::Value)>, MapError>;
+    fn insert(&mut self, key: &Self::Key, value: &Self::Value) -> Result<(), MapError>;
+    /// Removes a key; a missing key is not an error.
+    fn remove(&mut self, key: &Self::Key) -> Result<(), MapError>;
+}
+
+/// The `CONFIG` map's single entry.
+pub trait ConfigCell {
+    fn get(&self) -> Result<Config, MapError>;
+    fn set(&mut self, config: &Config) -> Result<(), MapError>;
+}
+
+pub type Lpm8Table = dyn SlotTable<Key = LpmKey<8>, Value = u32>;
+pub type Lpm20Table = dyn SlotTable<Key = LpmKey<20>, Value = u32>;
+
+/// The tables a policy is written to.
+pub struct Tables<'a> {
+    pub config: &'a mut dyn ConfigCell,
+    pub endpoints: &'a mut dyn SlotTable<Key = EndpointKey, Value = EndpointValue>,
+    pub peer_v4: &'a mut Lpm8Table,
+    pub peer_v6: &'a mut Lpm20Table,
+    pub ports: &'a mut Lpm8Table,
+    pub verdicts: &'a mut dyn SlotTable<Key = VerdictKey, Value = VerdictValue>,
+}
+
+/// What one map saw during [`program`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapWrite {
+    pub map: &'static str,
+    /// Entries written to the new slot.
+    pub written: usize,
+    /// Leftovers of an interrupted earlier write, deleted from the new slot first.
+    pub cleared_leftovers: usize,
+    /// Entries of the old slot deleted after the flip.
+    pub removed_old: usize,
+    /// Entries of the old slot that could not be deleted (cleared by the next write).
+    pub old_left: usize,
+}
+
+/// The outcome of a successful [`program`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProgramReport {
+    pub previous: ConfigView,
+    pub config: ConfigView,
+    pub maps: Vec<MapWrite>,
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+/// `Config` without padding, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConfigView {
+    pub active_slot: u32,
+    pub generation: u32,
+    pub flags: u32,
+    pub fail_closed: bool,
+    pub src_ports: bool,
+}
+
+impl From<Config> for ConfigView {
+    fn from(c: Config) -> Self {
+        ConfigView {
+            active_slot: c.active_slot,
+            generation: c.generation,
+            flags: c.flags,
+            fail_closed: c.flags & CONFIG_FAIL_CLOSED != 0,
+            src_ports: c.flags & CONFIG_SRC_PORTS != 0,
+        }
+    }
+}
+
+fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DatapathError {
+    move |error| DatapathError::Map { map, op, error }
+}
+
+pub(crate) fn read_config(config: &dyn ConfigCell) -> Result<Config, DatapathError> {
+    let c = config
+        .get()
+        .map_err(map_err(maps::CONFIG, "reading index 0"))?;
+    if c.active_slot > 1 {
+        return Err(DatapathError::CorruptConfig {
+            active_slot: c.active_slot,
+        });
+    }
+    Ok(c)
+}
+
+/// One map's part of a write, type-erased so the steps can loop over all maps.
+trait Step {
+    fn name(&self) -> &'static str;
+    fn needed(&self) -> usize;
+    fn in_active(&self) -> usize;
+    fn max(&self) -> usize;
+    fn clear_leftovers(&mut self) -> Result<usize, DatapathError>;
+    fn write(&mut self) -> Result<usize, MapError>;
+    /// Deletes what `write` wrote; returns whether everything went.
+    fn unwrite(&mut self) -> bool;
+    /// Deletes the old slot; returns (removed, left).
+    fn remove_old(&mut self) -> (usize, usize);
+}
+
+struct Plan<'t, T: SlotTable + ?Sized> {
+    table: &'t mut T,
+    limit: usize,
+    new: Vec<(T::Key, T::Value)>,
+    active: Vec<T::Key>,
+    leftovers: Vec<T::Key>,
+    written: usize,
+}
+
+impl<'t, T: SlotTable + ?Sized> Plan<'t, T> {
+    fn new(
+        table: &'t mut T,
+        limit: u32,
+        entries: impl IntoIterator<Item = (T::Key, T::Value)>,
+        active_slot: u32,
+    ) -> Result<Self, DatapathError> {
+        let target = 1 - active_slot;
+        // Distinct keys, last one wins (as the map would have it).
+        let new: HashMap<T::Key, T::Value> = entries
+            .into_iter()
+            .map(|(k, v)| (k.with_slot(target), v))
+            .collect();
+        let keys = table
+            .keys()
+            .map_err(map_err(table.name(), "listing keys"))?;
+        let (active, leftovers) = keys.into_iter().partition(|k| k.slot() == active_slot);
+        let limit = (limit as usize).min(table.max_entries());
+        Ok(Plan {
+            table,
+            limit,
+            new: new.into_iter().collect(),
+            active,
+            leftovers,
+            written: 0,
+        })
+    }
+}
+
+impl<T: SlotTable + ?Sized> Step for Plan<'_, T> {
+    fn name(&self) -> &'static str {
+        self.table.name()
+    }
+    fn needed(&self) -> usize {
+        self.new.len()
+    }
+    fn in_active(&self) -> usize {
+        self.active.len()
+    }
+    fn max(&self) -> usize {
+        self.limit
+    }
+    fn clear_leftovers(&mut self) -> Result<usize, DatapathError> {
+        let name = self.table.name();
+        for k in &self.leftovers {
+            self.table
+                .remove(k)
+                .map_err(map_err(name, "deleting leftovers of the inactive slot"))?;
+        }
+        Ok(self.leftovers.len())
+    }
+    fn write(&mut self) -> Result<usize, MapError> {
+        for (k, v) in &self.new {
+            self.table.insert(k, v)?;
+            self.written += 1;
+        }
+        Ok(self.written)
+    }
+    fn unwrite(&mut self) -> bool {
+        let mut ok = true;
+        for (k, _) in self.new.iter().take(self.written) {
+            if let Err(e) = self.table.remove(k) {
+                tracing::warn!(map = self.table.name(), error = %e, "rollback: cannot delete a new entry");
+                ok = false;
+            }
+        }
+        self.written = 0;
+        ok
+    }
+    fn remove_old(&mut self) -> (usize, usize) {
+        let (mut removed, mut left) = (0, 0);
+        for k in &self.active {
+            match self.table.remove(k) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    if left == 0 {
+                        tracing::warn!(map = self.table.name(), error = %e, "cannot delete an old-slot entry; the next write clears it");
+                    }
+                    left += 1;
+                }
+            }
+        }
+        (removed, left)
+    }
+}
+
+fn lpm_keys<const N: usize>(
+    map: &'static str,
+    entries: &[LpmEntry<[u8; N]>],
+) -> Result<Vec<(LpmKey<N>, u32)>, DatapathError> {
+    let max_bits = 8 * N as u32;
+    entries
+        .iter()
+        .map(|e| {
+            // A prefix shorter than the slot field would match both slots.
+            if e.prefix_len < PEER_KEY_FIXED_BITS || e.prefix_len > max_bits {
+                return Err(DatapathError::InvalidEntry {
+                    map,
+                    detail: format!(
+                        "prefix length {} outside {PEER_KEY_FIXED_BITS}..={max_bits} (the first \
+                         {PEER_KEY_FIXED_BITS} bits are the slot)",
+                        e.prefix_len
+                    ),
+                });
+            }
+            Ok((
+                LpmKey {
+                    prefix_len: e.prefix_len,
+                    data: e.data,
+                },
+                e.class,
+            ))
+        })
+        .collect()
+}
+
+/// Writes `entries` (whatever slot they were rendered for) into the inactive slot and flips
+/// to it; see the module docs for the steps and the failure guarantees.
+pub fn program(
+    t: Tables<'_>,
+    entries: &MapEntries,
+    limits: &Limits,
+    grace: Duration,
+) -> Result<ProgramReport, DatapathError> {
+    let start = Instant::now();
+    let previous = read_config(t.config)?;
+    let s = previous.active_slot;
+    let target = 1 - s;
+
+    let peer_v4 = lpm_keys(maps::PEER_V4, &entries.peer_v4)?;
+    let peer_v6 = lpm_keys(maps::PEER_V6, &entries.peer_v6)?;
+    let ports = lpm_keys(maps::PORTS, &entries.ports)?;
+    let mut steps: Vec<Box<dyn Step + '_>> = vec![
+        Box::new(Plan::new(
+            t.endpoints,
+            limits.endpoints,
+            entries.endpoints.iter().map(|(k, v)| (*k, *v)),
+            s,
+        )?),
+        Box::new(Plan::new(t.peer_v4, limits.peer_v4, peer_v4, s)?),
+        Box::new(Plan::new(t.peer_v6, limits.peer_v6, peer_v6, s)?),
+        Box::new(Plan::new(t.ports, limits.ports, ports, s)?),
+        Box::new(Plan::new(
+            t.verdicts,
+            limits.verdicts,
+            entries.verdicts.iter().map(|(k, v)| (*k, *v)),
+            s,
+        )?),
+    ];
+
+    for step in &steps {
+        if step.needed() + step.in_active() > step.max() {
+            return Err(DatapathError::Capacity {
+                map: step.name(),
+                needed: step.needed(),
+                in_active: step.in_active(),
+                max: step.max(),
+            });
+        }
+    }
+
+    let mut cleared = Vec::with_capacity(steps.len());
+    for step in &mut steps {
+        cleared.push(step.clear_leftovers()?);
+    }
+
+    let mut written = Vec::with_capacity(steps.len());
+    for i in 0..steps.len() {
+        match steps[i].write() {
+            Ok(n) => written.push(n),
+            Err(error) => {
+                let map = steps[i].name();
+                let mut cleanup_failed = false;
+                for step in steps.iter_mut().take(i + 1) {
+                    cleanup_failed |= !step.unwrite();
+                }
+                return Err(DatapathError::Write {
+                    map,
+                    cleanup_failed,
+                    error,
+                });
+            }
+        }
+    }
+
+    let config = Config {
+        active_slot: target,
+        generation: previous.generation.wrapping_add(1),
+        flags: (previous.flags & !TABLE_FLAGS) | (entries.config_flags & TABLE_FLAGS),
+        _pad: 0,
+    };
+    if let Err(error) = t.config.set(&config) {
+        let mut cleanup_failed = false;
+        for step in &mut steps {
+            cleanup_failed |= !step.unwrite();
+        }
+        return Err(DatapathError::Write {
+            map: maps::CONFIG,
+            cleanup_failed,
+            error,
+        });
+    }
+
+    if !grace.is_zero() {
+        thread::sleep(grace);
+    }
+    let mut report = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter_mut().enumerate() {
+        let (removed_old, old_left) = step.remove_old();
+        report.push(MapWrite {
+            map: step.name(),
+            written: written.get(i).copied().unwrap_or_default(),
+            cleared_leftovers: cleared.get(i).copied().unwrap_or_default(),
+            removed_old,
+            old_left,
+        });
+    }
+    Ok(ProgramReport {
+        previous: previous.into(),
+        config: config.into(),
+        maps: report,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Sets operator flags without touching the tables: one `CONFIG` update keeping the slot and
+/// generation.
+pub fn set_flags(
+    config: &mut dyn ConfigCell,
+    fail_closed: bool,
+    src_ports: bool,
+) -> Result<Config, DatapathError> {
+    let mut c = read_config(config)?;
+    let mut flags = c.flags & !(CONFIG_FAIL_CLOSED | CONFIG_SRC_PORTS);
+    if fail_closed {
+        flags |= CONFIG_FAIL_CLOSED;
+    }
+    if src_ports {
+        flags |= CONFIG_SRC_PORTS;
+    }
+    c.flags = flags;
+    config
+        .set(&c)
+        .map_err(map_err(maps::CONFIG, "writing index 0"))?;
+    Ok(c)
+}
+
+fn lpm_entries<const N: usize>(
+    table: &dyn SlotTable<Key = LpmKey<N>, Value = u32>,
+    slot: u32,
+) -> Result<Vec<LpmEntry<[u8; N]>>, DatapathError> {
+    let mut out: Vec<LpmEntry<[u8; N]>> = table
+        .entries()
+        .map_err(map_err(table.name(), "reading entries"))?
+        .into_iter()
+        .filter(|(k, _)| k.slot() == slot)
+        .map(|(k, class)| LpmEntry {
+            prefix_len: k.prefix_len,
+            data: k.data,
+            class,
+        })
+        .collect();
+    out.sort_by(|a, b| (a.data, a.prefix_len).cmp(&(b.data, b.prefix_len)));
+    Ok(out)
+}
+
+/// The entries of one slot as they are in the maps (`config_flags`: the table flags of the
+/// current `CONFIG`, meaningful for the active slot).
+pub fn read_slot(
+    config: &dyn ConfigCell,
+    endpoints: &dyn SlotTable<Key = EndpointKey, Value = EndpointValue>,
+    peer_v4: &Lpm8Table,
+    peer_v6: &Lpm20Table,
+    ports: &Lpm8Table,
+    verdicts: &dyn SlotTable<Key = VerdictKey, Value = VerdictValue>,
+    slot: u32,
+) -> Result<MapEntries, DatapathError> {
+    let c = read_config(config)?;
+    Ok(MapEntries {
+        slot,
+        config_flags: c.flags & TABLE_FLAGS,
+        endpoints: endpoints
+            .entries()
+            .map_err(map_err(endpoints.name(), "reading entries"))?
+            .into_iter()
+            .filter(|(k, _)| k.slot == slot)
+            .collect(),
+        peer_v4: lpm_entries(peer_v4, slot)?,
+        peer_v6: lpm_entries(peer_v6, slot)?,
+        ports: lpm_entries(ports, slot)?,
+        verdicts: verdicts
+            .entries()
+            .map_err(map_err(verdicts.name(), "reading entries"))?
+            .into_iter()
+            .filter(|(k, _)| k.slot == slot)
+            .collect(),
+    })
+}
+
+/// In-memory tables for testing the protocol without BPF.
+#[cfg(test)]
+pub(crate) mod mem {
+    use std::{collections::HashMap, io};
+
+    use aya::sys::SyscallError;
+
+    use super::*;
+
+    fn syscall_error(errno: i32) -> MapError {
+        MapError::SyscallError(SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    pub struct MemTable<K, V> {
+        pub name: &'static str,
+        pub max: usize,
+        pub map: HashMap<K, V>,
+        /// Inserts fail (EIO) once this many have succeeded.
+        pub fail_after: Option<usize>,
+        pub inserts: usize,
+    }
+
+    impl<K, V> MemTable<K, V> {
+        pub fn new(name: &'static str, max: usize) -> Self {
+            MemTable {
+                name,
+                max,
+                map: HashMap::new(),
+                fail_after: None,
+                inserts: 0,
+            }
+        }
+    }
+
+    impl<K: SlotKey, V: Copy> SlotTable for MemTable<K, V> {
+        type Key = K;
+        type Value = V;
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn max_entries(&self) -> usize {
+            self.max
+        }
+        fn keys(&self) -> Result<Vec<K>, MapError> {
+            Ok(self.map.keys().copied().collect())
+        }
+        fn entries(&self) -> Result<Vec<(K, V)>, MapError> {
+            Ok(self.map.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn insert(&mut self, key: &K, value: &V) -> Result<(), MapError> {
+            if self.fail_after.is_some_and(|n| self.inserts >= n) {
+                return Err(syscall_error(libc::EIO));
+            }
+            if !self.map.contains_key(key) && self.map.len() >= self.max {
+                return Err(syscall_error(libc::E2BIG));
+            }
+            self.inserts += 1;
+            self.map.insert(*key, *value);
+            Ok(())
+        }
+        fn remove(&mut self, key: &K) -> Result<(), MapError> {
+            self.map.remove(key);
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    pub struct MemConfig {
+        pub config: Config,
+        pub fail: bool,
+    }
+
+    impl ConfigCell for MemConfig {
+        fn get(&self) -> Result<Config, MapError> {
+            Ok(self.config)
+        }
+        fn set(&mut self, config: &Config) -> Result<(), MapError> {
+            if self.fail {
+                return Err(syscall_error(libc::EIO));
+            }
+            self.config = *config;
+            Ok(())
+        }
+    }
+
+    pub struct MemTables {
+        pub config: MemConfig,
+        pub endpoints: MemTable<EndpointKey, EndpointValue>,
+        pub peer_v4: MemTable<LpmKey<8>, u32>,
+        pub peer_v6: MemTable<LpmKey<20>, u32>,
+        pub ports: MemTable<LpmKey<8>, u32>,
+        pub verdicts: MemTable<VerdictKey, VerdictValue>,
+    }
+
+    impl MemTables {
+        pub fn new(max: usize) -> Self {
+            MemTables {
+                config: MemConfig::default(),
+                endpoints: MemTable::new(maps::ENDPOINTS, max),
+                peer_v4: MemTable::new(maps::PEER_V4, max),
+                peer_v6: MemTable::new(maps::PEER_V6, max),
+                ports: MemTable::new(maps::PORTS, max),
+                verdicts: MemTable::new(maps::VERDICTS, max),
+            }
+        }
+
+        pub fn tables(&mut self) -> Tables<'_> {
+            Tables {
+                config: &mut self.config,
+                endpoints: &mut self.endpoints,
+                peer_v4: &mut self.peer_v4,
+                peer_v6: &mut self.peer_v6,
+                ports: &mut self.ports,
+                verdicts: &mut self.verdicts,
+            }
+        }
+
+        pub fn slot(&self, slot: u32) -> MapEntries {
+            read_slot(
+                &self.config,
+                &self.endpoints,
+                &self.peer_v4,
+                &self.peer_v6,
+                &self.ports,
+                &self.verdicts,
+                slot,
+            )
+            .unwrap_or_else(|e| panic!("reading slot {slot}: {e}"))
+        }
+
+        pub fn total(&self) -> usize {
+            self.endpoints.map.len()
+                + self.peer_v4.map.len()
+                + self.peer_v6.map.len()
+                + self.ports.map.len()
+                + self.verdicts.map.len()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use enforcer_common::{ACTION_ALLOW, ACTION_DENY, ANY};
+
+    use super::{mem::MemTables, *};
+
+    /// A small table set rendered for `slot`; `variant` changes its content.
+    pub(crate) fn sample(slot: u32, variant: u32) -> MapEntries {
+        let mut m = MapEntries {
+            slot,
+            config_flags: if variant % 2 == 1 { CONFIG_SRC_PORTS } else { 0 },
+            ..MapEntries::default()
+        };
+        for ifindex in [10, 11 + variant] {
+            m.endpoints.insert(
+                EndpointKey { slot, ifindex },
+                EndpointValue {
+                    ingress_set: variant,
+                    egress_set: variant + 1,
+                    flags: 0,
+                    _pad: 0,
+                },
+            );
+        }
+        let s = slot.to_be_bytes();
+        m.peer_v4.push(LpmEntry {
+            prefix_len: 32 + 24,
+            data: [s[0], s[1], s[2], s[3], 10, variant as u8, 0, 0],
+            class: 1,
+        });
+        m.peer_v4.push(LpmEntry {
+            prefix_len: 32,
+            data: [s[0], s[1], s[2], s[3], 0, 0, 0, 0],
+            class: 0,
+        });
+        let mut v6 = [0u8; 20];
+        v6[..4].copy_from_slice(&s);
+        v6[4] = 0xfd;
+        m.peer_v6.push(LpmEntry {
+            prefix_len: 32 + 8,
+            data: v6,
+            class: 1,
+        });
+        m.ports.push(LpmEntry {
+            prefix_len: 48 + 16,
+            data: [s[0], s[1], s[2], s[3], 0, 6, 0, 80],
+            class: 1,
+        });
+        for (peer_class, port_class, action) in [(ANY, ANY, ACTION_DENY), (1, 1, ACTION_ALLOW)] {
+            m.verdicts.insert(
+                VerdictKey {
+                    slot,
+                    set: variant,
+                    peer_class,
+                    port_class,
+                },
+                VerdictValue {
+                    action,
+                    staged_action: action,
+                    rule_id: variant,
+                    ..VerdictValue::default()
+                },
+            );
+        }
+        m
+    }
+
+    fn ok(t: &mut MemTables, e: &MapEntries) -> ProgramReport {
+        program(t.tables(), e, &Limits::default(), Duration::ZERO)
+            .unwrap_or_else(|e| panic!("program: {e}"))
+    }
+
+    #[test]
+    fn writes_flip_and_clean_the_old_slot() {
+        let mut t = MemTables::new(100);
+        let r = ok(&mut t, &sample(0, 0));
+        assert_eq!((r.previous.active_slot, r.previous.generation), (0, 0));
+        assert_eq!((r.config.active_slot, r.config.generation), (1, 1));
+        // Rendered for slot 0, written re-slotted into slot 1.
+        assert_eq!(t.slot(1), sample(1, 0));
+        assert_eq!(t.slot(0), MapEntries::default());
+
+        let r = ok(&mut t, &sample(1, 1));
+        assert_eq!((r.config.active_slot, r.config.generation), (0, 2));
+        assert!(r.config.src_ports);
+        assert_eq!(t.slot(0), sample(0, 1));
+        assert_eq!(t.slot(1).endpoints.len(), 0);
+        assert_eq!(t.total(), sample(0, 1).endpoints.len() + 2 + 1 + 1 + 2);
+        let removed: usize = r.maps.iter().map(|m| m.removed_old).sum();
+        assert_eq!(removed, 8);
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_write_are_cleared() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0)); // active slot 1
+        // An earlier writer died after writing some of slot 0.
+        let stale = sample(0, 7);
+        t.endpoints.map.extend(stale.endpoints.clone());
+        t.verdicts.map.extend(stale.verdicts.clone());
+        let r = ok(&mut t, &sample(0, 2));
+        let cleared: usize = r.maps.iter().map(|m| m.cleared_leftovers).sum();
+        assert_eq!(cleared, stale.endpoints.len() + stale.verdicts.len());
+        assert_eq!(t.slot(0), sample(0, 2));
+        assert_eq!(t.slot(1).verdicts.len(), 0);
+    }
+
+    #[test]
+    fn capacity_is_checked_before_anything_is_written() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0));
+        let before = t.slot(1);
+        let limits = Limits {
+            verdicts: 3,
+            ..Limits::default()
+        };
+        let err = program(t.tables(), &sample(0, 1), &limits, Duration::ZERO)
+            .err()
+            .unwrap_or_else(|| panic!("2 new + 2 active verdicts must not fit in 3"));
+        let msg = err.to_string();
+        assert!(msg.contains(maps::VERDICTS), "{msg}");
+        assert!(msg.contains("needs 2 entries"), "{msg}");
+        assert!(msg.contains("holds 2"), "{msg}");
+        assert!(msg.contains("at most 3"), "{msg}");
+        assert!(msg.contains("old policy stays in force"), "{msg}");
+        assert_eq!(t.config.config.generation, 1);
+        assert_eq!(t.slot(1), before);
+        assert_eq!(t.slot(0), MapEntries::default());
+    }
+
+    #[test]
+    fn the_map_size_caps_the_limit() {
+        let mut t = MemTables::new(3);
+        assert!(matches!(
+            program(t.tables(), &sample(0, 0), &Limits::default(), Duration::ZERO),
+            Ok(_)
+        ));
+        let err = program(t.tables(), &sample(0, 0), &Limits::default(), Duration::ZERO);
+        assert!(
+            matches!(err, Err(DatapathError::Capacity { max: 3, .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_policy_in_force() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0));
+        let before = t.slot(1);
+        t.verdicts.fail_after = Some(t.verdicts.inserts + 1);
+        let err = program(t.tables(), &sample(0, 1), &Limits::default(), Duration::ZERO);
+        let Err(DatapathError::Write {
+            map,
+            cleanup_failed: false,
+            ..
+        }) = err
+        else {
+            panic!("expected a write error, got {err:?}");
+        };
+        assert_eq!(map, maps::VERDICTS);
+        assert_eq!(t.config.config.active_slot, 1);
+        assert_eq!(t.config.config.generation, 1);
+        assert_eq!(t.slot(1), before);
+        assert_eq!(t.slot(0), MapEntries::default(), "the inactive slot is clean");
+    }
+
+    #[test]
+    fn a_failed_flip_leaves_the_old_policy_in_force() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0));
+        let before = t.slot(1);
+        t.config.fail = true;
+        let err = program(t.tables(), &sample(0, 1), &Limits::default(), Duration::ZERO);
+        assert!(
+            matches!(err, Err(DatapathError::Write { map: maps::CONFIG, .. })),
+            "{err:?}"
+        );
+        assert_eq!(t.slot(1), before);
+        assert_eq!(t.slot(0), MapEntries::default());
+    }
+
+    #[test]
+    fn operator_flags_survive_flips_and_table_flags_follow_the_tables() {
+        let mut t = MemTables::new(100);
+        let c = set_flags(&mut t.config, true, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.flags, CONFIG_FAIL_CLOSED);
+        let r = ok(&mut t, &sample(0, 1));
+        assert_eq!(r.config.flags, CONFIG_FAIL_CLOSED | CONFIG_SRC_PORTS);
+        let r = ok(&mut t, &sample(0, 0));
+        assert_eq!(r.config.flags, CONFIG_FAIL_CLOSED);
+        let c = set_flags(&mut t.config, false, true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.flags, CONFIG_SRC_PORTS);
+        assert_eq!((c.active_slot, c.generation), (0, 2), "set_flags keeps the slot");
+    }
+
+    #[test]
+    fn lpm_prefixes_shorter_than_the_slot_are_refused() {
+        let mut t = MemTables::new(100);
+        let mut e = sample(0, 0);
+        e.peer_v4.push(LpmEntry {
+            prefix_len: 0,
+            data: [0; 8],
+            class: 9,
+        });
+        let err = program(t.tables(), &e, &Limits::default(), Duration::ZERO);
+        assert!(
+            matches!(err, Err(DatapathError::InvalidEntry { map: maps::PEER_V4, .. })),
+            "{err:?}"
+        );
+        assert_eq!(t.total(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_active_slot_is_refused() {
+        let mut t = MemTables::new(100);
+        t.config.config.active_slot = 7;
+        let err = program(t.tables(), &sample(0, 0), &Limits::default(), Duration::ZERO);
+        assert!(
+            matches!(err, Err(DatapathError::CorruptConfig { active_slot: 7 })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn lpm_key_slot_is_the_first_four_bytes_big_endian() {
+        let k = LpmKey::<8> {
+            prefix_len: 56,
+            data: [0, 0, 0, 1, 10, 0, 0, 0],
+        };
+        assert_eq!(k.slot(), 1);
+        assert_eq!(k.with_slot(0).data, [0, 0, 0, 0, 10, 0, 0, 0]);
+    }
+}
