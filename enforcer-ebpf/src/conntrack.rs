@@ -10,9 +10,9 @@
 //! one is re-checked against the current tables in the flow's original orientation.
 
 use enforcer_common::{
-    ACTION_ALLOW, CT_ICMP_TYPE_CODE_SHIFT, CT_INITIATOR_A, CT_SEEN_REPLY, CT_TCP_FIN,
-    CT_TCP_RST, CT_TCP_SYN, CtKey, DIR_EGRESS, DIR_INGRESS, EndpointValue,
-    REASON_ALLOW_CONNTRACK, REASON_DENY_NO_VERDICT, REASON_DENY_POLICY, REASON_RECHECK,
+    ACTION_ALLOW, CT_ICMP_TYPE_CODE_SHIFT, CT_INITIATOR_A, CT_SEEN_REPLY, CT_TCP_FIN, CT_TCP_RST,
+    CT_TCP_SYN, CtKey, DIR_EGRESS, DIR_INGRESS, EndpointValue, REASON_ALLOW_CONNTRACK,
+    REASON_DENY_NO_VERDICT, REASON_DENY_POLICY, REASON_RECHECK,
 };
 
 use crate::{
@@ -158,11 +158,11 @@ pub(crate) fn established(
     ct: &CtRef,
     now: u64,
 ) -> Option<Outcome> {
-    let entry = CONNTRACK.get_ptr_mut(&ct.key)?;
+    let entry = CONNTRACK.get_ptr_mut(ct.key)?;
     // SAFETY: a successful lookup returns a pointer to the live element (RCU-protected for
     // the program's run); we copy it, and write back single fields.
     let old = unsafe { *entry };
-    if now.wrapping_sub(old.last_seen_ns) > timeout(flow.protocol, old.flags) {
+    if now.saturating_sub(old.last_seen_ns) > timeout(flow.protocol, old.flags) {
         return None;
     }
     if flow.protocol == IPPROTO_TCP
@@ -172,13 +172,28 @@ pub(crate) fn established(
         return None;
     }
     let from_initiator = ct.src_is_a == (old.flags & CT_INITIATOR_A != 0);
+    if flow.is_icmp() {
+        let opened_by = (old.flags >> CT_ICMP_TYPE_CODE_SHIFT) as u16;
+        let belongs = if from_initiator {
+            flow.policy_port == opened_by
+        } else {
+            icmp_answers(flow.family, opened_by, flow.policy_port)
+        };
+        if !belongs {
+            return None;
+        }
+    }
     let flags = old.flags | packet_bits(flow, from_initiator);
 
     if old.generation == config.generation {
+        // The clock is coarse: most packets of a busy flow see the same `now` and leave the
+        // entry's cache line clean.
         // SAFETY: as above; racing writers on other CPUs can only lose a state bit, which
         // the flow's next packet sets again.
         unsafe {
-            (*entry).last_seen_ns = now;
+            if now != old.last_seen_ns {
+                (*entry).last_seen_ns = now;
+            }
             if flags != old.flags {
                 (*entry).flags = flags;
             }
@@ -190,29 +205,60 @@ pub(crate) fn established(
     count(REASON_RECHECK, dir);
     let subject = original(flow, from_initiator, old.flags, dir);
     let verdict = policy::judge(config, endpoint, &subject);
-    if let Some(v) = &verdict {
-        if v.action == ACTION_ALLOW {
-            // SAFETY: as above.
-            unsafe {
-                (*entry).generation = config.generation;
-                (*entry).rule_id = v.rule_id;
-                (*entry).last_seen_ns = now;
-                (*entry).flags = flags;
-            }
-            if v.staged_action != v.action {
-                events::report(ifindex, dir, &subject, verdict.as_ref(), now);
-            }
-            return Some(Outcome::allow(REASON_ALLOW_CONNTRACK));
+    if let Some(v) = &verdict
+        && v.action == ACTION_ALLOW
+    {
+        // SAFETY: as above.
+        unsafe {
+            (*entry).generation = config.generation;
+            (*entry).rule_id = v.rule_id;
+            (*entry).last_seen_ns = now;
+            (*entry).flags = flags;
         }
+        if v.staged_action != v.action {
+            events::report(ifindex, dir, &subject, verdict.as_ref(), now);
+        }
+        return Some(Outcome::allow(REASON_ALLOW_CONNTRACK));
     }
     // Now denied (or no verdict state): cut the flow.
-    let _ = CONNTRACK.remove(&ct.key);
+    let _ = CONNTRACK.remove(ct.key);
     events::report(ifindex, dir, &subject, verdict.as_ref(), now);
     Some(Outcome::drop(if verdict.is_some() {
         REASON_DENY_POLICY
     } else {
         REASON_DENY_NO_VERDICT
     }))
+}
+
+/// Whether an ICMP message from the responder (`answer`, `type << 8 | code`) answers the
+/// initiator's `request`: the matching reply type, or an error message. Anything else from
+/// the responder (its own echo request, say) is a new flow, judged by policy.
+#[inline(always)]
+fn icmp_answers(family: u8, request: u16, answer: u16) -> bool {
+    let (request, answer) = ((request >> 8) as u8, (answer >> 8) as u8);
+    if family == 4 {
+        match answer {
+            // Destination unreachable, source quench, redirect, time exceeded, parameter
+            // problem.
+            3 | 4 | 5 | 11 | 12 => true,
+            // Echo, timestamp, information, address mask replies.
+            0 => request == 8,
+            14 => request == 13,
+            16 => request == 15,
+            18 => request == 17,
+            _ => false,
+        }
+    } else {
+        match answer {
+            // Destination unreachable, packet too big, time exceeded, parameter problem.
+            1..=4 => true,
+            // Echo reply; router and neighbour advertisements.
+            129 => request == 128,
+            134 => request == 133,
+            136 => request == 135,
+            _ => false,
+        }
+    }
 }
 
 /// The flow's original packet (initiator → responder) as policy judged it. It crossed this

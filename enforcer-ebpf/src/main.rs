@@ -30,7 +30,7 @@ mod policy;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, tcx_action_base::TCX_NEXT},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
@@ -135,8 +135,10 @@ fn decide(ctx: &TcContext, dir: u8) -> Outcome {
         Err(parse::Unparseable) => return UNPARSEABLE,
     };
 
+    // CLOCK_MONOTONIC at jiffy resolution: plenty for timeouts of seconds and event
+    // timestamps, and cheaper than `bpf_ktime_get_ns` (no clocksource read).
     // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let ct = conntrack::key(ifindex, &flow);
     match conntrack::established(&config, &endpoint, ifindex, dir, &flow, &ct, now) {
         Some(outcome) => outcome,
@@ -186,7 +188,7 @@ fn endpoint(slot: u32, ifindex: u32) -> Option<EndpointValue> {
     let key = EndpointKey { slot, ifindex };
     // SAFETY: a successful lookup returns a pointer to a live value of the map's value
     // type; we copy it out at once (NO_PREALLOC hash: the element is RCU-protected).
-    ENDPOINTS.get_ptr(&key).map(|value| unsafe { *value })
+    ENDPOINTS.get_ptr(key).map(|value| unsafe { *value })
 }
 
 #[cfg(target_arch = "bpf")]

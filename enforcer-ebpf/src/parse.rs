@@ -1,11 +1,11 @@
 //! Header parsing: Ethernet, IPv4 (with options), IPv6 (with extension headers), and the
 //! transport words policy and conntrack need.
 //!
-//! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`) into the stack, so
-//! variable offsets (IHL, extension header lengths) need no packet-pointer range proofs and
-//! non-linear skbs (GRO/GSO on veth) parse like linear ones. Each read is also checked
-//! against the end of the IP packet the headers declare, so padding after the packet is
-//! never mistaken for a header.
+//! Every read is a fixed-size copy ([`load`]): straight from the linear packet data when the
+//! bytes are there (the common case), else through `bpf_skb_load_bytes`, so non-linear skbs
+//! (GRO/GSO on veth) parse like linear ones. Each read is first checked against the end of
+//! the IP packet the headers declare, so Ethernet padding after the packet is never mistaken
+//! for a header, and a header the packet does not hold makes it unparseable.
 
 use aya_ebpf::programs::TcContext;
 
@@ -98,6 +98,13 @@ fn load<const N: usize>(ctx: &TcContext, offset: u32, end: u32) -> Result<[u8; N
     if offset + N as u32 > end {
         return Err(Unparseable);
     }
+    let at = ctx.data() + offset as usize;
+    if at + N <= ctx.data_end() {
+        // SAFETY: [at, at + N) lies inside the linear packet data, checked just above the
+        // way the verifier wants it; [u8; N] has alignment 1.
+        return Ok(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) });
+    }
+    // Not in the linear part (a GRO/GSO skb's frags): copy through the helper.
     ctx.load::<[u8; N]>(offset as usize)
         .map_err(|_| Unparseable)
 }
@@ -118,7 +125,7 @@ fn gso_size(ctx: &TcContext) -> u32 {
 #[inline(always)]
 pub(crate) fn parse(ctx: &TcContext) -> Result<Parsed, Unparseable> {
     let skb_len = ctx.len();
-    let eth = match ctx.load::<[u8; 2]>(12) {
+    let eth = match load::<2>(ctx, 12, skb_len) {
         Ok(ether_type) => be16(ether_type[0], ether_type[1]),
         // Shorter than an Ethernet header: not an IP packet we could judge.
         Err(_) => return Ok(Parsed::NonIp),

@@ -110,7 +110,9 @@ fn peer_class(slot: u32, family: u8, addr: &[u8; 16]) -> Option<u32> {
 fn port_class(slot: u32, kind: u8, protocol: u8, port: u16) -> Option<u32> {
     let slot = slot.to_be_bytes();
     let port = port.to_be_bytes();
-    let data: PortData = [slot[0], slot[1], slot[2], slot[3], kind, protocol, port[0], port[1]];
+    let data: PortData = [
+        slot[0], slot[1], slot[2], slot[3], kind, protocol, port[0], port[1],
+    ];
     PORTS.get(Key::new(PORT_KEY_BITS, data)).copied()
 }
 
@@ -175,7 +177,7 @@ pub(crate) fn new_flow(
         flags: conntrack::new_entry_flags(flow, ct.src_is_a),
         _pad: 0,
     };
-    if CONNTRACK.insert(&ct.key, &entry, 0).is_err() {
+    if CONNTRACK.insert(ct.key, entry, 0).is_err() {
         // Allowed anyway: the flow's next packet is judged again.
         count(REASON_CT_FULL, dir);
     }

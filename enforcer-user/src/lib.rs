@@ -5,8 +5,10 @@
 //! read the model and the evaluator's traces.
 
 pub mod compile;
+pub mod datapath;
 pub mod ebpf_object;
 pub mod evaluator;
+pub mod lab;
 pub mod lint;
 pub mod model;
 pub mod probes;

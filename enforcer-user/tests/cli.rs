@@ -72,7 +72,10 @@ fn check_valid_prints_counts_skipped_and_order() {
     ] {
         assert!(out.contains(label), "missing {label}:\n{out}");
     }
-    let pods = out.lines().find(|l| l.trim_start().starts_with("Pods")).expect("Pods line");
+    let pods = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("Pods"))
+        .expect("Pods line");
     assert!(pods.trim_end().ends_with('2'), "{pods}");
     // The Deployment is listed as skipped.
     assert!(out.contains("Deployment"), "{out}");
@@ -100,7 +103,10 @@ fn check_json_has_counts_and_tiers() {
     assert_eq!(v["counts"]["tiers"], 1);
     let tiers = v["tiers"].as_array().expect("tiers");
     let names: Vec<&str> = tiers.iter().filter_map(|t| t["name"].as_str()).collect();
-    let sec = names.iter().position(|n| *n == "security").expect("security");
+    let sec = names
+        .iter()
+        .position(|n| *n == "security")
+        .expect("security");
     let def = names.iter().position(|n| *n == "default").expect("default");
     assert!(sec < def, "{names:?}");
     assert_eq!(v["skipped"].as_array().map(Vec::len), Some(1));
@@ -128,7 +134,11 @@ fn check_invalid_json() {
     let errors = v["errors"].as_array().expect("errors");
     assert!(errors.len() >= 2, "{v:#}");
     assert_eq!(errors[0]["document"], 2);
-    assert!(errors[0]["file"].as_str().is_some_and(|f| f.ends_with("invalid.yaml")));
+    assert!(
+        errors[0]["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("invalid.yaml"))
+    );
 }
 
 #[test]
@@ -167,25 +177,42 @@ fn check_accepts_several_files_and_directories() {
 fn explain_allow_text_names_tier_policy_rule_and_staged() {
     let f = fixture("explain.yaml");
     let (code, out, err) = run(&[
-        "explain", "-f", path(&f), "--from", "shop/web", "--to", "shop/db", "--port", "5432",
+        "explain",
+        "-f",
+        path(&f),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "5432",
     ]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     let first = out.lines().next().expect("header");
     assert!(first.starts_with("ALLOW"), "{out}");
-    assert!(first.contains("shop/web") && first.contains("shop/db"), "{first}");
+    assert!(
+        first.contains("shop/web") && first.contains("shop/db"),
+        "{first}"
+    );
     assert!(first.contains("TCP") && first.contains("5432"), "{first}");
     // Ingress of db: the security tier passes, the default tier's k8s policy allows.
     assert!(out.contains("ingress of pod shop/db"), "{out}");
     assert!(out.contains("tier security"), "{out}");
     assert!(out.contains("security.block-telnet"), "{out}");
     assert!(out.contains("shop/db-from-web"), "{out}");
-    assert!(out.contains("decided by: tier default / policy shop/db-from-web / ingress rule 0 (Allow)"), "{out}");
+    assert!(
+        out.contains("decided by: tier default / policy shop/db-from-web / ingress rule 0 (Allow)"),
+        "{out}"
+    );
     assert!(out.contains("rule: Allow TCP"), "{out}");
     assert!(out.contains("explain.yaml (document"), "{out}");
     // The staged policy would deny.
     assert!(out.contains("shop/tighten-db"), "{out}");
     assert!(out.contains("would deny"), "{out}");
-    assert!(out.contains("with staged policies enforced it would be DENY"), "{out}");
+    assert!(
+        out.contains("with staged policies enforced it would be DENY"),
+        "{out}"
+    );
     // Egress of web: no policy isolates it.
     assert!(out.contains("egress of pod shop/web"), "{out}");
     assert!(out.contains("kns.shop"), "{out}");
@@ -195,20 +222,42 @@ fn explain_allow_text_names_tier_policy_rule_and_staged() {
 fn explain_deny_by_rule_with_log() {
     let f = fixture("explain.yaml");
     let (code, out, err) = run(&[
-        "explain", "-f", path(&f), "--from", "shop/web", "--to", "shop/db", "--port", "23",
+        "explain",
+        "-f",
+        path(&f),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "23",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("DENY"), "{out}");
-    assert!(out.contains("log: tier security / policy security.block-telnet / ingress rule 0 (Log)"), "{out}");
+    assert!(
+        out.contains("log: tier security / policy security.block-telnet / ingress rule 0 (Log)"),
+        "{out}"
+    );
     assert!(out.contains("ingress rule 1 (Deny)"), "{out}");
-    assert!(out.contains("rule: Deny TCP from anywhere to anywhere ports [23]"), "{out}");
+    assert!(
+        out.contains("rule: Deny TCP from anywhere to anywhere ports [23]"),
+        "{out}"
+    );
 }
 
 #[test]
 fn explain_deny_by_end_of_tier() {
     let f = fixture("explain.yaml");
     let (code, out, _) = run(&[
-        "explain", "-f", path(&f), "--from", "shop/web", "--to", "shop/db", "--port", "80",
+        "explain",
+        "-f",
+        path(&f),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "80",
     ]);
     assert_eq!(code, 0);
     assert!(out.starts_with("DENY"), "{out}");
@@ -219,8 +268,17 @@ fn explain_deny_by_end_of_tier() {
 fn explain_external_source_and_udp() {
     let f = fixture("explain.yaml");
     let (code, out, err) = run(&[
-        "explain", "-f", path(&f), "--from", "192.0.2.1", "--to", "shop/web", "--port", "53",
-        "--protocol", "udp",
+        "explain",
+        "-f",
+        path(&f),
+        "--from",
+        "192.0.2.1",
+        "--to",
+        "shop/web",
+        "--port",
+        "53",
+        "--protocol",
+        "udp",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("DENY  UDP"), "{out}");
@@ -231,7 +289,16 @@ fn explain_external_source_and_udp() {
 fn explain_json_has_verdict_and_traces() {
     let f = fixture("explain.yaml");
     let (code, out, _) = run(&[
-        "explain", "-f", path(&f), "--from", "shop/web", "--to", "shop/db", "--port", "5432", "-o",
+        "explain",
+        "-f",
+        path(&f),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "5432",
+        "-o",
         "json",
     ]);
     assert_eq!(code, 0);
@@ -242,7 +309,16 @@ fn explain_json_has_verdict_and_traces() {
     assert_eq!(v["ingress"]["decided_by"]["policy"], "shop/db-from-web");
     assert!(v["flow"]["dst_port"] == 5432, "{v:#}");
     let (code, out, _) = run(&[
-        "explain", "-f", path(&f), "--from", "shop/web", "--to", "shop/db", "--port", "23", "-o",
+        "explain",
+        "-f",
+        path(&f),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "23",
+        "-o",
         "json",
     ]);
     assert_eq!(code, 0);
@@ -254,7 +330,17 @@ fn explain_bad_input_exits_2() {
     let f = fixture("explain.yaml");
     let p = path(&f);
     // Unknown pod.
-    let (code, _, err) = run(&["explain", "-f", p, "--from", "shop/nope", "--to", "shop/db", "--port", "1"]);
+    let (code, _, err) = run(&[
+        "explain",
+        "-f",
+        p,
+        "--from",
+        "shop/nope",
+        "--to",
+        "shop/db",
+        "--port",
+        "1",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("shop/nope"), "{err}");
     // TCP without a port.
@@ -272,14 +358,31 @@ fn explain_bad_input_exits_2() {
         assert_eq!(code, 2, "{v:?}: {err}");
     }
     let (code, _, _) = run(&[
-        "explain", "-f", p, "--from", "shop/web", "--to", "shop/db", "--port", "1", "--ip-version",
+        "explain",
+        "-f",
+        p,
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "1",
+        "--ip-version",
         "5",
     ]);
     assert_eq!(code, 2);
     // Invalid files.
     let bad = fixture("invalid.yaml");
     let (code, _, err) = run(&[
-        "explain", "-f", path(&bad), "--from", "shop/web", "--to", "shop/db", "--port", "1",
+        "explain",
+        "-f",
+        path(&bad),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "1",
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("invalid.yaml"), "{err}");
@@ -291,8 +394,11 @@ fn explain_on_examples_production() {
     let dir = workspace().join("examples").join("production");
     let has_yaml = std::fs::read_dir(&dir)
         .map(|rd| {
-            rd.filter_map(Result::ok)
-                .any(|e| e.path().extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            rd.filter_map(Result::ok).any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml")
+            })
         })
         .unwrap_or(false);
     if !has_yaml {
@@ -314,7 +420,17 @@ fn explain_on_examples_production() {
     let (a, b) = (&pods[0], &pods[1]);
     for fmt in ["text", "json"] {
         let (code, out, err) = run(&[
-            "explain", "-f", path(&dir), "--from", a, "--to", b, "--port", "443", "-o", fmt,
+            "explain",
+            "-f",
+            path(&dir),
+            "--from",
+            a,
+            "--to",
+            b,
+            "--port",
+            "443",
+            "-o",
+            fmt,
         ]);
         assert_eq!(code, 0, "{a} -> {b}: {err}");
         if fmt == "json" {
@@ -353,7 +469,10 @@ fn lint_each_example_reports_its_code_and_nothing_else() {
     for code_name in LINTS {
         let f = lint_example(&format!("{code_name}.yaml"));
         let (code, out, err) = run(&["lint", "-f", path(&f), "-o", "json"]);
-        assert_eq!(code, 1, "{code_name}: exit code\nstdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(
+            code, 1,
+            "{code_name}: exit code\nstdout:\n{out}\nstderr:\n{err}"
+        );
         let v = json(&out);
         let codes: Vec<&str> = v["warnings"]
             .as_array()
@@ -362,13 +481,21 @@ fn lint_each_example_reports_its_code_and_nothing_else() {
             .filter_map(|w| w["code"].as_str())
             .collect();
         assert!(!codes.is_empty(), "{code_name}: no warnings");
-        assert!(codes.iter().all(|c| *c == code_name), "{code_name}: got {codes:?}\n{v:#}");
+        assert!(
+            codes.iter().all(|c| *c == code_name),
+            "{code_name}: got {codes:?}\n{v:#}"
+        );
         for w in v["warnings"].as_array().expect("warnings") {
             assert!(
-                w["origin"]["file"].as_str().is_some_and(|f| f.ends_with(&format!("{code_name}.yaml"))),
+                w["origin"]["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with(&format!("{code_name}.yaml"))),
                 "{w:#}"
             );
-            assert!(w["suggestion"].as_str().is_some_and(|s| !s.is_empty()), "{w:#}");
+            assert!(
+                w["suggestion"].as_str().is_some_and(|s| !s.is_empty()),
+                "{w:#}"
+            );
         }
     }
 }
@@ -380,7 +507,10 @@ fn lint_text_names_file_policy_rule_and_fix() {
     assert_eq!(code, 1);
     assert!(out.contains("warning[shadowed-rule]"), "{out}");
     assert!(out.contains("shadowed-rule.yaml (document 3)"), "{out}");
-    assert!(out.contains("policy shop/web-ingress, ingress rule 1"), "{out}");
+    assert!(
+        out.contains("policy billing/web-ingress, ingress rule 1"),
+        "{out}"
+    );
     assert!(out.contains("fix: "), "{out}");
     assert!(out.contains("1 warning"), "{out}");
 }
@@ -409,9 +539,14 @@ fn lint_whole_directory_lints_around_the_template() {
         .filter_map(|w| w["code"].as_str())
         .collect();
     assert!(codes.contains("template-placeholder"), "{codes:?}");
-    assert!(codes.len() >= 3, "the other files were linted too: {codes:?}");
     assert!(
-        v["notes"].as_array().is_some_and(|n| n.iter().any(|n| n.as_str().is_some_and(|s| s.contains("template")))),
+        codes.len() >= 3,
+        "the other files were linted too: {codes:?}"
+    );
+    assert!(
+        v["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|n| n.as_str().is_some_and(|s| s.contains("template")))),
         "{v:#}"
     );
 }
@@ -440,5 +575,8 @@ fn lint_without_pods_notes_the_skipped_lint() {
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("warning[egress-deny-without-dns]"), "{out}");
     assert!(out.contains("kube-dns"), "{out}");
-    assert!(out.contains("note: selector-matches-nothing skipped"), "{out}");
+    assert!(
+        out.contains("note: selector-matches-nothing skipped"),
+        "{out}"
+    );
 }

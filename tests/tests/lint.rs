@@ -20,7 +20,10 @@ fn every_lint_code_has_an_example_and_documentation() {
     for code in LintCode::ALL {
         let f = example(&format!("{code}.yaml"));
         assert!(f.exists(), "missing example {}", f.display());
-        assert!(doc.contains(&format!("## {code}")), "docs/lint.md has no section for {code}");
+        assert!(
+            doc.contains(&format!("## {code}")),
+            "docs/lint.md has no section for {code}"
+        );
     }
 }
 
@@ -63,16 +66,19 @@ fn warnings_point_at_the_right_policy_and_rule() {
     let inv = sources::load_paths(&[&f]).unwrap_or_else(|e| panic!("{e}"));
     let w = &lint::lint(&inv).warnings;
     assert_eq!(w.len(), 1, "{w:#?}");
-    assert_eq!(w[0].policy.as_deref(), Some("shop/web-ingress"));
-    assert_eq!(w[0].rule.map(|r| (r.direction.to_string(), r.index)), Some(("ingress".to_string(), 1)));
+    assert_eq!(w[0].policy.as_deref(), Some("billing/web-ingress"));
+    assert_eq!(
+        w[0].rule.map(|r| (r.direction.to_string(), r.index)),
+        Some(("ingress".to_string(), 1))
+    );
     assert_eq!(w[0].origin.document, 3);
 
     let f = example("egress-deny-without-dns.yaml");
     let inv = sources::load_paths(&[&f]).unwrap_or_else(|e| panic!("{e}"));
     let w = &lint::lint(&inv).warnings;
     assert_eq!(w.len(), 1, "{w:#?}");
-    assert!(w[0].message.contains("shop/web"), "{}", w[0].message);
-    assert!(!w[0].message.contains("shop/db"), "{}", w[0].message);
+    assert!(w[0].message.contains("checkout/web"), "{}", w[0].message);
+    assert!(!w[0].message.contains("checkout/db"), "{}", w[0].message);
     assert!(w[0].suggestion.contains("kube-dns"));
 }
 

@@ -48,8 +48,16 @@ impl Counts {
             global_network_policies: kind(PolicyKind::GlobalNetworkPolicy),
             staged_network_policies: kind(PolicyKind::StagedNetworkPolicy),
             staged_global_network_policies: kind(PolicyKind::StagedGlobalNetworkPolicy),
-            network_sets: inv.network_sets.iter().filter(|s| s.namespace.is_some()).count(),
-            global_network_sets: inv.network_sets.iter().filter(|s| s.namespace.is_none()).count(),
+            network_sets: inv
+                .network_sets
+                .iter()
+                .filter(|s| s.namespace.is_some())
+                .count(),
+            global_network_sets: inv
+                .network_sets
+                .iter()
+                .filter(|s| s.namespace.is_none())
+                .count(),
             tiers: inv.tiers.len(),
             host_endpoints: inv.host_endpoints.len(),
         }
@@ -64,7 +72,10 @@ impl Counts {
             ("Calico NetworkPolicies", self.network_policies),
             ("GlobalNetworkPolicies", self.global_network_policies),
             ("StagedNetworkPolicies", self.staged_network_policies),
-            ("StagedGlobalNetworkPolicies", self.staged_global_network_policies),
+            (
+                "StagedGlobalNetworkPolicies",
+                self.staged_global_network_policies,
+            ),
             ("NetworkSets", self.network_sets),
             ("GlobalNetworkSets", self.global_network_sets),
             ("Tiers", self.tiers),
@@ -112,20 +123,21 @@ fn tier_rows(inv: &Inventory) -> Vec<TierRow> {
     evaluator::sorted_tiers(inv)
         .into_iter()
         .map(|t| {
-            let policies = evaluator::sorted_policies(inv.policies.iter().filter(|p| p.tier == t.name))
-                .into_iter()
-                .map(|p| PolicyRow {
-                    name: p.qualified_name(),
-                    kind: p.kind,
-                    order: p.order,
-                    types: p.types.clone(),
-                    types_explicit: p.types_explicit,
-                    staged: p.kind.is_staged(),
-                    ingress_rules: p.ingress.len(),
-                    egress_rules: p.egress.len(),
-                    origin: p.origin.clone(),
-                })
-                .collect();
+            let policies =
+                evaluator::sorted_policies(inv.policies.iter().filter(|p| p.tier == t.name))
+                    .into_iter()
+                    .map(|p| PolicyRow {
+                        name: p.qualified_name(),
+                        kind: p.kind,
+                        order: p.order,
+                        types: p.types.clone(),
+                        types_explicit: p.types_explicit,
+                        staged: p.kind.is_staged(),
+                        ingress_rules: p.ingress.len(),
+                        egress_rules: p.egress.len(),
+                        origin: p.origin.clone(),
+                    })
+                    .collect();
             TierRow {
                 builtin: t.origin.is_none(),
                 name: t.name,
@@ -172,7 +184,10 @@ fn print_text(files: &[std::path::PathBuf], inv: &Inventory, summary: &Summary<'
     }
     if !inv.skipped.is_empty() {
         println!();
-        println!("skipped {} document(s) of kinds Enforcer does not know:", inv.skipped.len());
+        println!(
+            "skipped {} document(s) of kinds Enforcer does not know:",
+            inv.skipped.len()
+        );
         for s in &inv.skipped {
             println!(
                 "  {} {}{} ({})",
@@ -184,7 +199,16 @@ fn print_text(files: &[std::path::PathBuf], inv: &Inventory, summary: &Summary<'
         }
     }
     println!();
-    println!("policies in evaluation order (per endpoint: tiers by order, then policies by order):");
+    println!(
+        "policies in evaluation order (per endpoint: tiers by order, then policies by order):"
+    );
+    let name_w = summary
+        .tiers
+        .iter()
+        .flat_map(|t| &t.policies)
+        .map(|p| p.name.len() + if p.staged { 9 } else { 0 })
+        .max()
+        .unwrap_or(0);
     let mut any = false;
     for t in &summary.tiers {
         if t.policies.is_empty() && t.builtin {
@@ -196,17 +220,23 @@ fn print_text(files: &[std::path::PathBuf], inv: &Inventory, summary: &Summary<'
             t.name,
             fmt_order(t.order),
             t.default_action,
-            if t.policies.is_empty() { ": no policies" } else { "" }
+            if t.policies.is_empty() {
+                ": no policies"
+            } else {
+                ""
+            }
         );
         for p in &t.policies {
+            let name = format!("{}{}", p.name, if p.staged { " (staged)" } else { "" });
+            let types = format!(
+                "{}{}",
+                types_text(&p.types),
+                if p.types_explicit { "" } else { " (defaulted)" }
+            );
             println!(
-                "    {:>9}  {:<27} {}{} {}{}  {}",
+                "    {:>9}  {:<27} {name:<name_w$}  {types:<27} {}",
                 fmt_order(p.order),
                 kind_short(p.kind),
-                p.name,
-                if p.staged { " (staged, not enforced)" } else { "" },
-                types_text(&p.types),
-                if p.types_explicit { "" } else { " (defaulted)" },
                 p.origin
             );
         }

@@ -177,8 +177,14 @@ pub fn render(inv: &Inventory, x: &Explanation) -> String {
         match trace {
             None => line(format!(
                 "{side} of the {}: not policed ({}), nothing to check",
-                if side == Direction::Egress { "source" } else { "destination" },
-                info.name.as_ref().map_or_else(|| info.kind.clone(), |n| format!("{} {n}", info.kind)),
+                if side == Direction::Egress {
+                    "source"
+                } else {
+                    "destination"
+                },
+                info.name
+                    .as_ref()
+                    .map_or_else(|| info.kind.clone(), |n| format!("{} {n}", info.kind)),
             )),
             Some(t) => direction_text(inv, t, &mut line),
         }
@@ -194,7 +200,12 @@ pub fn render(inv: &Inventory, x: &Explanation) -> String {
 }
 
 fn direction_text(inv: &Inventory, t: &DirectionTrace, line: &mut impl FnMut(String)) {
-    line(format!("{} of {}: {}", t.direction, t.endpoint, caps(t.verdict)));
+    line(format!(
+        "{} of {}: {}",
+        t.direction,
+        t.endpoint,
+        caps(t.verdict)
+    ));
     if t.tiers.is_empty() {
         line("  no tier has a policy selecting this endpoint for this direction".to_string());
     }
@@ -241,11 +252,20 @@ fn direction_text(inv: &Inventory, t: &DirectionTrace, line: &mut impl FnMut(Str
         "  staged: with staged policies enforced: {} ({}){}",
         caps(t.staged_verdict),
         t.staged_decided_by,
-        if t.staged_verdict == t.verdict { ", same as now" } else { ", a change" }
+        if t.staged_verdict == t.verdict {
+            ", same as now"
+        } else {
+            ", a change"
+        }
     ));
     for s in &t.staged {
         let what = match (s.outcome, s.hits.last()) {
-            (Some(a), Some(h)) => format!("would {} ({} rule {})", action_word(a), t.direction, h.index),
+            (Some(a), Some(h)) => format!(
+                "would {} ({} rule {})",
+                action_word(a),
+                t.direction,
+                h.index
+            ),
             (Some(a), None) => format!("would {}", action_word(a)),
             (None, _) => "no rule would match".to_string(),
         };

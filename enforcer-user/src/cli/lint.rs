@@ -26,28 +26,35 @@ pub struct LintArgs {
     pub output: OutputArg,
 }
 
-/// Every file a path stands for: the file itself, or the YAML/JSON files under a directory.
-fn expand(path: &Path, out: &mut Vec<PathBuf>) {
-    if path.is_dir() {
-        let Ok(rd) = std::fs::read_dir(path) else {
+/// Every file a path stands for, as the loader walks it: the file itself, or the YAML/JSON
+/// files under a directory (recursively, sorted, skipping hidden names).
+fn expand(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, depth: usize) {
+    if !path.is_dir() {
+        let source = path
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "yaml" | "yml" | "json"));
+        if explicit || source {
             out.push(path.to_path_buf());
-            return;
-        };
-        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for e in entries {
-            if e.is_dir() {
-                expand(&e, out);
-            } else if e
-                .extension()
-                .and_then(|x| x.to_str())
-                .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"))
-            {
-                out.push(e);
-            }
         }
-    } else {
+        return;
+    }
+    // Symlink loops: the loader stops at directories it has seen; a depth limit is enough here.
+    if depth > 64 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(path) else {
         out.push(path.to_path_buf());
+        return;
+    };
+    let mut entries: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for e in entries {
+        expand(&e, false, out, depth + 1);
     }
 }
 
@@ -78,7 +85,7 @@ fn lint_files(files: &[PathBuf]) -> Result<LintReport, (Vec<Warning>, Vec<LoadEr
     let bad: BTreeSet<PathBuf> = template.iter().map(|w| w.origin.file.clone()).collect();
     let mut all = Vec::new();
     for f in files {
-        expand(f, &mut all);
+        expand(f, true, &mut all, 0);
     }
     let rest: Vec<PathBuf> = all.into_iter().filter(|f| !bad.contains(f)).collect();
     let mut report = if rest.is_empty() {
@@ -97,7 +104,10 @@ fn lint_files(files: &[PathBuf]) -> Result<LintReport, (Vec<Warning>, Vec<LoadEr
     report.notes.push(format!(
         "{} file(s) with template placeholders could not be loaded and were not linted further: {}",
         bad.len(),
-        bad.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        bad.iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     report.warnings.extend(template);
     report.normalize();

@@ -25,6 +25,25 @@ pub(crate) struct Regions {
     heps_at: HashMap<IpAddr, Vec<usize>>,
     /// Network sets having a net equal to the region: (set index, the net as written).
     sets_at: HashMap<usize, Vec<(usize, IpNet)>>,
+    /// Whether a region is some rule's net or notNet.
+    is_rule_net: Vec<bool>,
+    /// Identity id of each pod: pods with equal ids look the same to every selector.
+    pod_identity: Vec<u32>,
+}
+
+/// Everything about an address that the evaluator's rule predicates can see: addresses with
+/// equal memberships are treated alike by every rule (see `docs/datapath.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Membership {
+    v6: bool,
+    /// Identities of the pods at the address, sorted.
+    pods: Vec<u32>,
+    /// Host endpoints expecting the address.
+    heps: Vec<usize>,
+    /// Network sets containing the address.
+    sets: Vec<usize>,
+    /// Rule nets containing the address (region indices).
+    rule_nets: Vec<usize>,
 }
 
 fn rule_nets(er: &EntityRule) -> impl Iterator<Item = &IpNet> {
@@ -91,13 +110,29 @@ impl Regions {
         for s in &inv.network_sets {
             set.extend(s.nets.iter().map(IpNet::trunc));
         }
+        let mut rule_net_set: BTreeSet<IpNet> = BTreeSet::new();
         for p in &inv.policies {
             for r in p.ingress.iter().chain(&p.egress) {
-                set.extend(rule_nets(&r.source).map(IpNet::trunc));
-                set.extend(rule_nets(&r.destination).map(IpNet::trunc));
+                rule_net_set.extend(rule_nets(&r.source).map(IpNet::trunc));
+                rule_net_set.extend(rule_nets(&r.destination).map(IpNet::trunc));
             }
         }
+        set.extend(rule_net_set.iter().copied());
         let nets: Vec<IpNet> = set.into_iter().collect();
+        let is_rule_net = nets.iter().map(|n| rule_net_set.contains(n)).collect();
+        // What a rule can see of a pod: namespace, labels, service account, named ports.
+        let mut identities: HashMap<(&str, &crate::model::Labels, &str, &[crate::model::NamedPort]), u32> =
+            HashMap::new();
+        let pod_identity = inv
+            .pods
+            .iter()
+            .map(|p| {
+                let n = identities.len() as u32;
+                *identities
+                    .entry((p.namespace.as_str(), &p.labels, p.service_account.as_str(), p.ports.as_slice()))
+                    .or_insert(n)
+            })
+            .collect();
         let index: HashMap<IpNet, usize> = nets.iter().enumerate().map(|(i, n)| (*n, i)).collect();
 
         // Parents by a stack walk over the sorted prefixes.
@@ -156,6 +191,40 @@ impl Regions {
             pods_at,
             heps_at,
             sets_at,
+            is_rule_net,
+            pod_identity,
+        }
+    }
+
+    /// The membership of an address.
+    pub fn membership(&self, addr: IpAddr) -> Membership {
+        let mut pods: Vec<u32> = self
+            .pods_at
+            .get(&addr)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.pod_identity.get(i).copied())
+            .collect();
+        pods.sort_unstable();
+        let heps = self.heps_at.get(&addr).cloned().unwrap_or_default();
+        let mut sets = Vec::new();
+        let mut rule_nets = Vec::new();
+        let mut r = self.region_of(addr);
+        while let Some(ri) = r {
+            sets.extend(self.sets_at.get(&ri).into_iter().flatten().map(|(si, _)| *si));
+            if self.is_rule_net.get(ri).copied().unwrap_or(false) {
+                rule_nets.push(ri);
+            }
+            r = self.parent[ri];
+        }
+        sets.sort_unstable();
+        sets.dedup();
+        Membership {
+            v6: addr.is_ipv6(),
+            pods,
+            heps,
+            sets,
+            rule_nets,
         }
     }
 

@@ -1,1 +1,557 @@
-//! placeholder
+//! Unit tests of the compiler on hand-written inventories.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
+
+use enforcer_common::{ANY, MAX_VERDICTS, VerdictKey};
+
+use super::*;
+use crate::{
+    evaluator::{Decision, Options, Packet, Verdict, evaluate_packet},
+    model::{
+        Action, Direction, EntityRule, HostEndpoint, Inventory, Labels, NamedPort, Namespace, NetworkSet,
+        Origin, Pod, Policy, PolicyKind, PortSpec, Protocol, Rule, StagedAction,
+    },
+    selector::Selector,
+};
+
+fn origin() -> Origin {
+    Origin {
+        file: PathBuf::from("t.yaml"),
+        document: 1,
+    }
+}
+
+fn labels(kv: &[(&str, &str)]) -> Labels {
+    kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn pod(ns: &str, name: &str, kv: &[(&str, &str)], ips: &[&str]) -> Pod {
+    Pod {
+        namespace: ns.into(),
+        name: name.into(),
+        labels: labels(kv),
+        service_account: "default".into(),
+        ports: Vec::new(),
+        host_network: false,
+        node_name: None,
+        ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        origin: origin(),
+    }
+}
+
+fn rule(action: Action) -> Rule {
+    Rule {
+        action,
+        protocol: None,
+        not_protocol: None,
+        icmp: None,
+        not_icmp: None,
+        ip_version: None,
+        source: EntityRule::default(),
+        destination: EntityRule::default(),
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn tcp_to(action: Action, ports: &[(u16, u16)]) -> Rule {
+    let mut r = rule(action);
+    r.protocol = Some(Protocol::TCP);
+    r.destination.ports = ports.iter().map(|&(a, b)| PortSpec::Range(a, b)).collect();
+    r
+}
+
+fn policy(kind: PolicyKind, ns: Option<&str>, name: &str, selector: &str, ingress: Vec<Rule>, egress: Vec<Rule>) -> Policy {
+    let mut types = Vec::new();
+    if !ingress.is_empty() {
+        types.push(Direction::Ingress);
+    }
+    if !egress.is_empty() {
+        types.push(Direction::Egress);
+    }
+    Policy {
+        kind,
+        namespace: ns.map(String::from),
+        name: name.into(),
+        tier: "default".into(),
+        order: Some(100.0),
+        selector: Selector::parse(selector).unwrap(),
+        namespace_selector: None,
+        service_account_selector: None,
+        types,
+        types_explicit: true,
+        ingress,
+        egress,
+        apply_on_forward: false,
+        pre_dnat: false,
+        do_not_track: false,
+        staged_action: StagedAction::Set,
+        origin: origin(),
+    }
+}
+
+fn base() -> Inventory {
+    Inventory {
+        namespaces: vec![Namespace {
+            name: "ns".into(),
+            labels: Labels::new(),
+            origin: origin(),
+        }],
+        pods: vec![
+            pod("ns", "web", &[("app", "web")], &["10.0.0.1", "fd00::1"]),
+            pod("ns", "db", &[("app", "db")], &["10.0.0.2", "fd00::2"]),
+            pod("ns", "other", &[], &["10.0.0.3"]),
+        ],
+        ..Inventory::default()
+    }
+}
+
+fn tcp(src: &str, dst: &str, dport: u16) -> Packet {
+    Packet {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol: Protocol::TCP,
+        src_port: Some(40000),
+        dst_port: Some(dport),
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
+fn pod_id(name: &str) -> EndpointId {
+    EndpointId::Pod {
+        namespace: "ns".into(),
+        name: name.into(),
+    }
+}
+
+/// The compiled verdict and deciding rule equal the evaluator's.
+fn agrees(inv: &Inventory, opts: &Options, c: &Compiled, ep: &EndpointId, dir: Direction, p: &Packet) -> LookupResult {
+    let got = c.lookup(ep, dir, p).unwrap();
+    let e = evaluate_packet(inv, p, opts);
+    let t = match dir {
+        Direction::Ingress => e.ingress.unwrap(),
+        Direction::Egress => e.egress.unwrap(),
+    };
+    assert_eq!(got.action, t.verdict, "{p:?}");
+    assert_eq!(c.rule(got.rule_id).unwrap().decision, t.decided_by, "{p:?}");
+    assert_eq!(got.staged_action, t.staged_verdict, "{p:?}");
+    assert_eq!(c.rule(got.staged_rule_id).unwrap().decision, t.staged_decided_by, "{p:?}");
+    got
+}
+
+/// `db` accepts TCP 5432 and 6000-6010 from `web` only.
+fn db_policy_inventory() -> Inventory {
+    let mut inv = base();
+    let mut r = tcp_to(Action::Allow, &[(5432, 5432), (6000, 6010)]);
+    r.source.selector = Some(Selector::parse("app == 'web'").unwrap());
+    inv.policies.push(policy(
+        PolicyKind::KubernetesNetworkPolicy,
+        Some("ns"),
+        "db",
+        "app == 'db'",
+        vec![r],
+        vec![],
+    ));
+    inv
+}
+
+#[test]
+fn allow_from_selected_peer_on_listed_ports() {
+    let inv = db_policy_inventory();
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    let db = pod_id("db");
+    let r = agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("10.0.0.1", "10.0.0.2", 5432));
+    assert_eq!(r.action, Verdict::Allow);
+    assert_eq!(r.hit, VerdictHit::Exact);
+    for (src, port) in [("10.0.0.3", 5432), ("10.0.0.1", 5433), ("10.0.0.1", 6011), ("192.0.2.1", 5432)] {
+        let r = agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp(src, "10.0.0.2", port));
+        assert_eq!(r.action, Verdict::Deny, "{src}:{port}");
+    }
+    agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("10.0.0.1", "10.0.0.2", 6005));
+    agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("fd00::1", "fd00::2", 6005));
+    agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("fd00::9", "fd00::2", 6005));
+    // Unselected pods are allowed by their profile.
+    let r = agrees(&inv, &opts, &c, &pod_id("web"), Direction::Ingress, &tcp("10.0.0.3", "10.0.0.1", 1));
+    assert_eq!(c.rule(r.rule_id).unwrap().decision, Decision::Profile { profile: "kns.ns".into() });
+
+    // Classes: web's address is the only peer that differs (one prefix per family besides the
+    // roots); 5432 and 6000-6010 are one port class, everything else the default class.
+    assert_eq!(c.stats.peer_classes_v4, 2);
+    assert_eq!(c.stats.peer_classes_v6, 2);
+    let v4: Vec<String> = c.peers_v4.iter().map(|p| p.net.to_string()).collect();
+    assert_eq!(v4, vec!["0.0.0.0/0", "10.0.0.1/32"]);
+    assert_eq!(c.stats.dst_port_classes, 2);
+    assert!(c.port_prefixes.iter().all(|p| p.protocol == 6 && p.class == 1));
+    assert_eq!(c.port_prefixes.len(), 1 + interval_prefixes(6000, 6010).len());
+    // Two sets: db's ingress, and "profile allows" shared by everything else.
+    assert_eq!(c.sets.len(), 2);
+    assert!(!c.uses_src_ports);
+}
+
+#[test]
+fn map_entries_encode_keys_as_documented() {
+    let inv = db_policy_inventory();
+    let c = compile(&inv, &Options::default()).unwrap();
+    let ifx: BTreeMap<EndpointId, u32> = [(pod_id("db"), 7), (pod_id("web"), 8)].into_iter().collect();
+    let m = to_map_entries(&c, 1, &|id| ifx.get(id).copied().into_iter().collect()).unwrap();
+    assert_eq!(m.endpoints.len(), 2, "only endpoints with an interface");
+    let web = m
+        .peer_v4
+        .iter()
+        .find(|e| e.prefix_len == 32 + 32)
+        .expect("web's /32");
+    assert_eq!(web.data, [0, 0, 0, 1, 10, 0, 0, 1]);
+    let root6 = m.peer_v6.iter().find(|e| e.prefix_len == 32).expect("::/0");
+    assert_eq!(&root6.data[..4], &[0, 0, 0, 1]);
+    let p5432 = m
+        .ports
+        .iter()
+        .find(|e| e.prefix_len == PORT_KEY_FIXED_BITS_V2 + 16)
+        .expect("5432/16");
+    assert_eq!(p5432.data, [0, 0, 0, 1, PORT_KIND_DST, 6, 0x15, 0x38]);
+    let db_set = c.endpoints[&pod_id("db")].ingress;
+    assert!(m.verdicts.contains_key(&VerdictKey {
+        slot: 1,
+        set: db_set,
+        peer_class: ANY,
+        port_class: ANY,
+    }));
+    assert!(m.verdicts.keys().all(|k| k.slot == 1));
+    // The raw lookup agrees with the structured one.
+    let p = tcp("10.0.0.1", "10.0.0.2", 6001);
+    assert_eq!(
+        lookup_entries(&m, 7, Direction::Ingress, &p).unwrap(),
+        c.lookup(&pod_id("db"), Direction::Ingress, &p).unwrap()
+    );
+    assert!(matches!(
+        lookup_entries(&m, 99, Direction::Ingress, &p),
+        Err(LookupError::UnknownEndpoint(_))
+    ));
+    check_capacity(&m).unwrap();
+}
+
+#[test]
+fn ifindex_conflicts_are_errors() {
+    let c = compile(&db_policy_inventory(), &Options::default()).unwrap();
+    let e = to_map_entries(&c, 0, &|_| vec![3]).unwrap_err();
+    assert!(e.to_string().contains("interface 3"), "{e}");
+}
+
+#[test]
+fn diff_lists_inserts_updates_and_deletes() {
+    let a = db_policy_inventory();
+    let mut b = a.clone();
+    // db now also accepts 7000 and web gets a policy of its own.
+    b.policies[0].ingress[0]
+        .destination
+        .ports
+        .push(PortSpec::Range(7000, 7000));
+    b.policies.push(policy(
+        PolicyKind::NetworkPolicy,
+        Some("ns"),
+        "web",
+        "app == 'web'",
+        vec![rule(Action::Deny)],
+        vec![],
+    ));
+    let ifx = |id: &EndpointId| match id {
+        EndpointId::Pod { name, .. } => vec![name.len() as u32],
+        _ => vec![],
+    };
+    let (ca, cb) = (compile(&a, &Options::default()).unwrap(), compile(&b, &Options::default()).unwrap());
+    let (ma, mb) = (to_map_entries(&ca, 0, &ifx).unwrap(), to_map_entries(&cb, 0, &ifx).unwrap());
+    assert!(diff(&ma, &ma).is_empty());
+    let d = diff(&ma, &mb);
+    assert!(!d.is_empty());
+    assert!(d.ports.iter().any(|c| matches!(c, Change::Insert { .. })), "{d}");
+    // Applying the diff to the old entries gives the new ones.
+    let mut verdicts = ma.verdicts.clone();
+    for c in &d.verdicts {
+        match *c {
+            Change::Insert { key, value } => {
+                verdicts.insert(key, value);
+            }
+            Change::Update { key, new, .. } => {
+                verdicts.insert(key, new);
+            }
+            Change::Delete { key, .. } => {
+                verdicts.remove(&key);
+            }
+        }
+    }
+    assert_eq!(verdicts, mb.verdicts);
+    assert!(d.to_string().contains("VERDICTS"));
+}
+
+#[test]
+fn capacity_errors_name_the_map() {
+    let mut m = MapEntries::default();
+    for i in 0..=(MAX_VERDICTS / 2) {
+        m.verdicts.insert(
+            VerdictKey {
+                slot: 0,
+                set: 0,
+                peer_class: i,
+                port_class: 0,
+            },
+            Default::default(),
+        );
+    }
+    let e = check_capacity(&m).unwrap_err();
+    assert_eq!(e.map, "VERDICTS");
+    assert_eq!(e.needed, (MAX_VERDICTS / 2 + 1) as usize);
+    assert!(e.to_string().contains("MAX_VERDICTS"), "{e}");
+}
+
+#[test]
+fn duplicate_endpoints_are_errors() {
+    let mut inv = base();
+    inv.pods.push(pod("ns", "web", &[], &["10.0.0.9"]));
+    assert!(matches!(
+        compile(&inv, &Options::default()),
+        Err(CompileError::DuplicateEndpoint(_))
+    ));
+}
+
+#[test]
+fn compilation_is_deterministic() {
+    let inv = db_policy_inventory();
+    let a = compile(&inv, &Options::default()).unwrap();
+    let b = compile(&inv, &Options::default()).unwrap();
+    assert_eq!(a.sets, b.sets);
+    assert_eq!(a.endpoints, b.endpoints);
+    assert_eq!(a.peers_v4, b.peers_v4);
+    assert_eq!(a.port_prefixes, b.port_prefixes);
+    assert_eq!(a.rules, b.rules);
+}
+
+fn hep(name: &str, ips: &[&str], profiles: &[&str]) -> HostEndpoint {
+    HostEndpoint {
+        name: name.into(),
+        labels: labels(&[("role", "node")]),
+        node: None,
+        interface_name: Some("eth0".into()),
+        expected_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        profiles: profiles.iter().map(|s| s.to_string()).collect(),
+        ports: vec![NamedPort {
+            name: "ssh".into(),
+            port: 2222,
+            protocol: Protocol::TCP,
+        }],
+        origin: origin(),
+    }
+}
+
+#[test]
+fn host_endpoints_get_failsafe_ports_and_default_deny() {
+    let mut inv = base();
+    inv.host_endpoints.push(hep("node1", &["192.0.2.10"], &[]));
+    inv.host_endpoints.push(hep("bare", &[], &["projectcalico-default-allow"]));
+    let mut ssh = tcp_to(Action::Allow, &[]);
+    ssh.destination.ports = vec![PortSpec::Named("ssh".into())];
+    ssh.source.nets = vec!["10.0.0.0/8".parse().unwrap()];
+    inv.policies
+        .push(policy(PolicyKind::GlobalNetworkPolicy, None, "ssh", "role == 'node'", vec![ssh], vec![]));
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    let node = EndpointId::Host { name: "node1".into() };
+    assert!(c.endpoints[&node].is_host);
+    let r = agrees(&inv, &opts, &c, &node, Direction::Ingress, &tcp("203.0.113.1", "192.0.2.10", 22));
+    assert!(matches!(c.rule(r.rule_id).unwrap().decision, Decision::Failsafe { port: 22, .. }));
+    let r = agrees(&inv, &opts, &c, &node, Direction::Ingress, &tcp("10.0.0.3", "192.0.2.10", 2222));
+    assert_eq!(r.action, Verdict::Allow);
+    let r = agrees(&inv, &opts, &c, &node, Direction::Ingress, &tcp("203.0.113.1", "192.0.2.10", 2222));
+    assert_eq!(r.action, Verdict::Deny);
+    // No policy for egress: host endpoints without the default-allow profile deny.
+    let r = agrees(&inv, &opts, &c, &node, Direction::Egress, &tcp("192.0.2.10", "203.0.113.1", 80));
+    assert_eq!(c.rule(r.rule_id).unwrap().decision, Decision::HostEndpointDefaultDeny);
+    // A host endpoint without addresses is compiled with the unspecified address as its
+    // own. Nothing owns that address, so a named port on its side never resolves (as in
+    // Calico, whose named-port IP sets hold the endpoint's addresses): the policy selects it,
+    // no rule matches, the tier denies.
+    let bare = EndpointId::Host { name: "bare".into() };
+    let r = c
+        .lookup(&bare, Direction::Ingress, &tcp("10.0.0.3", "192.0.2.99", 2222))
+        .unwrap();
+    assert_eq!(
+        c.rule(r.rule_id).unwrap().decision,
+        Decision::TierDefault {
+            tier: "default".into()
+        }
+    );
+    let r = c.lookup(&bare, Direction::Egress, &tcp("0.0.0.0", "10.0.0.3", 2222)).unwrap();
+    assert_eq!(
+        c.rule(r.rule_id).unwrap().decision,
+        Decision::Profile {
+            profile: "projectcalico-default-allow".into()
+        }
+    );
+}
+
+#[test]
+fn source_ports_get_their_own_lookup() {
+    let mut inv = base();
+    let mut r = rule(Action::Deny);
+    r.protocol = Some(Protocol::UDP);
+    r.source.ports = vec![PortSpec::Range(53, 53)];
+    inv.policies.push(policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "no-dns-replies",
+        "all()",
+        vec![r, rule(Action::Allow)],
+        vec![],
+    ));
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    assert!(c.uses_src_ports);
+    let udp = |sport| Packet {
+        protocol: Protocol::UDP,
+        src_port: Some(sport),
+        ..tcp("10.0.0.1", "10.0.0.2", 5000)
+    };
+    let web = pod_id("db");
+    assert_eq!(agrees(&inv, &opts, &c, &web, Direction::Ingress, &udp(53)).action, Verdict::Deny);
+    assert_eq!(agrees(&inv, &opts, &c, &web, Direction::Ingress, &udp(54)).action, Verdict::Allow);
+    let m = to_map_entries(&c, 0, &|_| vec![]).unwrap();
+    assert_eq!(m.config_flags, CONFIG_SRC_PORTS);
+    assert!(c.port_prefixes.iter().any(|p| p.kind == PortKind::Src));
+}
+
+#[test]
+fn staged_policies_decide_only_the_staged_verdict() {
+    let mut inv = db_policy_inventory();
+    let mut staged = policy(
+        PolicyKind::StagedGlobalNetworkPolicy,
+        None,
+        "lockdown",
+        "all()",
+        vec![rule(Action::Deny)],
+        vec![],
+    );
+    staged.order = Some(1.0);
+    inv.policies.push(staged);
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    let r = agrees(&inv, &opts, &c, &pod_id("web"), Direction::Ingress, &tcp("10.0.0.3", "10.0.0.1", 80));
+    assert_eq!((r.action, r.staged_action), (Verdict::Allow, Verdict::Deny));
+}
+
+#[test]
+fn nested_network_sets_make_nested_classes() {
+    let mut inv = base();
+    inv.network_sets.push(NetworkSet {
+        namespace: None,
+        name: "feed".into(),
+        labels: labels(&[("feed", "bad")]),
+        nets: vec!["198.51.100.0/24".parse().unwrap()],
+        origin: origin(),
+    });
+    let mut deny = rule(Action::Deny);
+    deny.destination.selector = Some(Selector::parse("feed == 'bad'").unwrap());
+    let mut allow = rule(Action::Allow);
+    allow.destination.nets = vec!["198.51.100.128/25".parse().unwrap()];
+    let mut allow_first = allow.clone();
+    allow_first.destination.nets = vec!["198.51.100.7/32".parse().unwrap()];
+    inv.policies.push(policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "egress",
+        "all()",
+        vec![],
+        vec![allow_first, deny, allow, rule(Action::Allow)],
+    ));
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    let web = pod_id("web");
+    for (dst, want) in [
+        ("198.51.100.7", Verdict::Allow),
+        ("198.51.100.8", Verdict::Deny),
+        ("198.51.100.200", Verdict::Deny),
+        ("198.51.101.1", Verdict::Allow),
+    ] {
+        let r = agrees(&inv, &opts, &c, &web, Direction::Egress, &tcp("10.0.0.1", dst, 443));
+        assert_eq!(r.action, want, "{dst}");
+    }
+    // The /25 behaves like the /24 around it (the deny comes first), so it is not written.
+    assert!(c.peers_v4.iter().all(|p| p.net.prefix_len() != 25));
+    let nets: Vec<IpAddr> = c.peers_v4.iter().map(|p| p.net.addr()).collect();
+    assert!(nets.contains(&"198.51.100.7".parse().unwrap()));
+}
+
+/// A synthetic cluster: `pods` pods in 10 namespaces with `apps` app labels, one Kubernetes
+/// policy per app (ingress from the next app on one TCP port, egress DNS), a global deny of a
+/// threat feed of `cidrs` /24s, and a global allow-all at the end.
+pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
+    let mut inv = Inventory::default();
+    for n in 0..10 {
+        inv.namespaces.push(Namespace {
+            name: format!("ns{n}"),
+            labels: labels(&[("team", if n % 2 == 0 { "a" } else { "b" })]),
+            origin: origin(),
+        });
+    }
+    for i in 0..pods {
+        let app = i % apps;
+        let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
+        let mut p = pod(&format!("ns{}", app % 10), &format!("pod{i}"), &[("app", &format!("app{app}"))], &[&ip]);
+        p.ports.push(NamedPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: Protocol::TCP,
+        });
+        inv.pods.push(p);
+    }
+    for a in 0..apps {
+        let mut from = tcp_to(Action::Allow, &[(8000 + a as u16, 8000 + a as u16)]);
+        from.source.selector = Some(Selector::parse(&format!("app == 'app{}'", (a + 1) % apps)).unwrap());
+        let mut named = tcp_to(Action::Allow, &[]);
+        named.destination.ports = vec![PortSpec::Named("http".into())];
+        named.source.namespace_selector = Some(Selector::parse("team == 'a'").unwrap());
+        let mut dns = rule(Action::Allow);
+        dns.protocol = Some(Protocol::UDP);
+        dns.destination.ports = vec![PortSpec::Range(53, 53)];
+        inv.policies.push(policy(
+            PolicyKind::KubernetesNetworkPolicy,
+            Some(&format!("ns{}", a % 10)),
+            &format!("app{a}"),
+            &format!("app == 'app{a}'"),
+            vec![from, named],
+            vec![dns],
+        ));
+    }
+    inv.network_sets.push(NetworkSet {
+        namespace: None,
+        name: "feed".into(),
+        labels: labels(&[("feed", "bad")]),
+        nets: (0..cidrs)
+            .map(|i| format!("{}.{}.{}.0/24", 100 + i / 65536, (i / 256) % 256, i % 256).parse().unwrap())
+            .collect(),
+        origin: origin(),
+    });
+    let mut deny = rule(Action::Deny);
+    deny.destination.selector = Some(Selector::parse("feed == 'bad'").unwrap());
+    let mut gnp = policy(PolicyKind::GlobalNetworkPolicy, None, "feed", "all()", vec![], vec![deny]);
+    gnp.order = Some(10.0);
+    inv.policies.push(gnp);
+    inv
+}
+
+#[test]
+#[ignore]
+fn compile_scaling_report() {
+    for (pods, apps, cidrs) in [(100, 10, 100), (1000, 10, 100), (1000, 100, 100), (1000, 100, 10_000), (5000, 200, 10_000)] {
+        let inv = synthetic(pods, apps, cidrs);
+        let t = std::time::Instant::now();
+        let c = compile(&inv, &Options::default()).unwrap();
+        let m = to_map_entries(&c, 0, &|_| vec![]).unwrap();
+        println!(
+            "pods {pods:5} apps {apps:4} cidrs {cidrs:6}: {:8.1} ms  {:?}  (verdicts written for no interface: {})",
+            t.elapsed().as_secs_f64() * 1e3,
+            c.stats,
+            m.verdicts.len()
+        );
+    }
+}

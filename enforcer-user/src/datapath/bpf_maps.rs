@@ -27,7 +27,10 @@ pub(crate) fn is_not_found(e: &MapError) -> bool {
 }
 
 /// Opens a pinned map as the typed handle `T`, returning its kernel id and `max_entries`.
-pub(crate) fn open_pinned<T>(name: &'static str, path: &Path) -> Result<(T, u32, u32), DatapathError>
+pub(crate) fn open_pinned<T>(
+    name: &'static str,
+    path: &Path,
+) -> Result<(T, u32, u32), DatapathError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
@@ -115,7 +118,8 @@ impl<const N: usize> SlotTable for LpmTable<N> {
             .collect()
     }
     fn insert(&mut self, key: &LpmKey<N>, value: &u32) -> Result<(), MapError> {
-        self.map.insert(&Key::new(key.prefix_len, key.data), value, 0)
+        self.map
+            .insert(&Key::new(key.prefix_len, key.data), value, 0)
     }
     fn remove(&mut self, key: &LpmKey<N>) -> Result<(), MapError> {
         match self.map.remove(&Key::new(key.prefix_len, key.data)) {
@@ -152,8 +156,10 @@ pub(crate) struct BpfMaps {
     pub ids: Vec<(&'static str, u32)>,
 }
 
-// Compile-time check that the LPM data types are the arrays the adapters use.
-const _: fn(PeerV4Data, PeerV6Data, PortData) -> ([u8; 8], [u8; 20], [u8; 8]) = |a, b, c| (a, b, c);
+// The LPM data types are the byte arrays the adapters use.
+const _: () = assert!(
+    size_of::<PeerV4Data>() == 8 && size_of::<PeerV6Data>() == 20 && size_of::<PortData>() == 8
+);
 
 impl BpfMaps {
     pub(crate) fn open(paths: &PinPaths) -> Result<BpfMaps, DatapathError> {
@@ -168,8 +174,7 @@ impl BpfMaps {
         let (verdict_counters, ..) =
             open_pinned(maps::VERDICT_COUNTERS, &p(maps::VERDICT_COUNTERS))?;
         let (rule_counters, ..) = open_pinned(maps::RULE_COUNTERS, &p(maps::RULE_COUNTERS))?;
-        let (staged_counters, ..) =
-            open_pinned(maps::STAGED_COUNTERS, &p(maps::STAGED_COUNTERS))?;
+        let (staged_counters, ..) = open_pinned(maps::STAGED_COUNTERS, &p(maps::STAGED_COUNTERS))?;
         let mut ids = Vec::with_capacity(ALL_MAPS.len());
         for name in ALL_MAPS {
             let path = p(name);

@@ -68,7 +68,10 @@ pub enum DatapathError {
          enforcer-common contract; rebuild enforcer so the object and the userspace come from \
          the same tree"
     )]
-    NotInObject { kind: &'static str, name: &'static str },
+    NotInObject {
+        kind: &'static str,
+        name: &'static str,
+    },
 
     #[error("the kernel rejected program `{name}`: {}", chain(error))]
     ProgramLoad {
@@ -99,6 +102,13 @@ pub enum DatapathError {
         /// The chain, already flattened.
         error: String,
     },
+
+    #[error(
+        "no datapath pinned at {} (missing {missing}); start the agent with the same pin base \
+         first",
+        path.display()
+    )]
+    NotPinned { path: PathBuf, missing: String },
 
     #[error(
         "pinned map `{name}` at {} does not have this build's layout ({}); LAYOUT_VERSION should \

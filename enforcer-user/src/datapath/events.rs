@@ -5,7 +5,7 @@
 
 use std::{
     io,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd},
     path::Path,
 };
 
@@ -37,7 +37,9 @@ impl EventReader {
                 // SAFETY: the record holds at least size_of::<FlowEvent>() bytes, FlowEvent is
                 // plain data valid for any bit pattern, and read_unaligned has no alignment
                 // requirement.
-                return Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) });
+                return Some(unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>())
+                });
             }
             self.malformed += 1;
         }
@@ -55,15 +57,23 @@ impl EventReader {
 
     /// Wraps the reader for tokio (call inside a runtime with IO enabled).
     pub fn into_async(self) -> io::Result<AsyncEventReader> {
-        Ok(AsyncEventReader {
-            inner: AsyncFd::with_interest(self, tokio::io::Interest::READABLE)?,
-        })
+        // SAFETY: the descriptor is the ring buffer map's, owned by `self.ring`, which the
+        // AsyncFd owns and never replaces: it stays open and the same until the AsyncFd drops.
+        let inner = unsafe { AsyncFd::register_with_interest(self, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(AsyncEventReader { inner })
     }
 }
 
 impl AsFd for EventReader {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.ring.as_fd()
+    }
+}
+
+impl AsRawFd for EventReader {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
     }
 }
 

@@ -42,7 +42,8 @@ impl Interface {
                 Ok((*i, name))
             }
             Interface::Name(n) => {
-                let i = ifindex(n).ok_or_else(|| DatapathError::NoSuchInterface { name: n.clone() })?;
+                let i =
+                    ifindex(n).ok_or_else(|| DatapathError::NoSuchInterface { name: n.clone() })?;
                 Ok((i, n.clone()))
             }
         }
@@ -78,8 +79,14 @@ mod tests {
     fn loopback_round_trips() {
         let i = ifindex("lo").unwrap_or_else(|| panic!("no lo"));
         assert_eq!(ifname(i).as_deref(), Some("lo"));
-        assert_eq!(Interface::from("lo").resolve().ok(), Some((i, "lo".to_owned())));
-        assert_eq!(Interface::from(i).resolve().ok(), Some((i, "lo".to_owned())));
+        assert_eq!(
+            Interface::from("lo").resolve().ok(),
+            Some((i, "lo".to_owned()))
+        );
+        assert_eq!(
+            Interface::from(i).resolve().ok(),
+            Some((i, "lo".to_owned()))
+        );
     }
 
     #[test]

@@ -274,7 +274,10 @@ pub fn check_bpffs(path: &Path) -> Result<(), DatapathError> {
             error: io::Error::last_os_error(),
         });
     }
-    #[allow(clippy::unnecessary_cast, reason = "f_type is i64 on some targets, not others")]
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type is i64 on some targets, not others"
+    )]
     let fs_type = buf.f_type as i64;
     if fs_type != BPF_FS_MAGIC {
         return Err(DatapathError::NotBpffs {
@@ -352,7 +355,9 @@ mod tests {
         );
         assert_eq!(
             p.link(7, Hook::TcEgress),
-            PathBuf::from(format!("/sys/fs/bpf/enforcer/v{LAYOUT_VERSION}/links/7-egress"))
+            PathBuf::from(format!(
+                "/sys/fs/bpf/enforcer/v{LAYOUT_VERSION}/links/7-egress"
+            ))
         );
         assert_eq!(PinPaths::default().base(), Path::new(DEFAULT_PIN_BASE));
     }

@@ -17,6 +17,11 @@
 //! did not change, because the slots alternate: "only what changed" holds at the level of the
 //! policy change as a whole (a no-op change is skipped by the caller), not per entry. Keeping
 //! the old slot resident and writing only `compile::diff` against it is a possible follow-up.
+//!
+//! Cost: one syscall per key listed, written and deleted (aya 0.14 has no batch map
+//! operations). Measured on the 2-core lab machine (release build): 12.5k entries 0.06–0.11 s,
+//! 125k 0.6–1.3 s, 250k 1.3–1.8 s per write (the higher figure includes deleting the previous
+//! slot).
 
 use std::{
     collections::HashMap,
@@ -27,9 +32,9 @@ use std::{
 
 use aya::maps::MapError;
 use enforcer_common::{
-    CONFIG_FAIL_CLOSED, CONFIG_SRC_PORTS, Config, EndpointKey, EndpointValue,
-    MAX_ENDPOINTS, MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS,
-    VerdictKey, VerdictValue, maps,
+    CONFIG_FAIL_CLOSED, CONFIG_SRC_PORTS, Config, EndpointKey, EndpointValue, MAX_ENDPOINTS,
+    MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS, VerdictKey,
+    VerdictValue, maps,
 };
 use serde::Serialize;
 
@@ -119,6 +124,7 @@ pub trait SlotTable {
     /// The map's `max_entries`.
     fn max_entries(&self) -> usize;
     fn keys(&self) -> Result<Vec<Self::Key>, MapError>;
+    #[allow(clippy::type_complexity, reason = "a plain list of pairs")]
     fn entries(&self) -> Result<Vec<(Self::Key, Self::Value)>, MapError>;
     fn insert(&mut self, key: &Self::Key, value: &Self::Value) -> Result<(), MapError>;
     /// Removes a key; a missing key is not an error.
@@ -491,7 +497,7 @@ fn lpm_entries<const N: usize>(
             class,
         })
         .collect();
-    out.sort_by(|a, b| (a.data, a.prefix_len).cmp(&(b.data, b.prefix_len)));
+    out.sort_by_key(|e| (e.data, e.prefix_len));
     Ok(out)
 }
 
@@ -681,7 +687,11 @@ mod tests {
     pub(crate) fn sample(slot: u32, variant: u32) -> MapEntries {
         let mut m = MapEntries {
             slot,
-            config_flags: if variant % 2 == 1 { CONFIG_SRC_PORTS } else { 0 },
+            config_flags: if variant % 2 == 1 {
+                CONFIG_SRC_PORTS
+            } else {
+                0
+            },
             ..MapEntries::default()
         };
         for ifindex in [10, 11 + variant] {
@@ -696,15 +706,16 @@ mod tests {
             );
         }
         let s = slot.to_be_bytes();
-        m.peer_v4.push(LpmEntry {
-            prefix_len: 32 + 24,
-            data: [s[0], s[1], s[2], s[3], 10, variant as u8, 0, 0],
-            class: 1,
-        });
+        // Sorted by (data, prefix length), as read back.
         m.peer_v4.push(LpmEntry {
             prefix_len: 32,
             data: [s[0], s[1], s[2], s[3], 0, 0, 0, 0],
             class: 0,
+        });
+        m.peer_v4.push(LpmEntry {
+            prefix_len: 32 + 24,
+            data: [s[0], s[1], s[2], s[3], 10, variant as u8, 0, 0],
+            class: 1,
         });
         let mut v6 = [0u8; 20];
         v6[..4].copy_from_slice(&s);
@@ -804,11 +815,21 @@ mod tests {
     #[test]
     fn the_map_size_caps_the_limit() {
         let mut t = MemTables::new(3);
-        assert!(matches!(
-            program(t.tables(), &sample(0, 0), &Limits::default(), Duration::ZERO),
-            Ok(_)
-        ));
-        let err = program(t.tables(), &sample(0, 0), &Limits::default(), Duration::ZERO);
+        assert!(
+            program(
+                t.tables(),
+                &sample(0, 0),
+                &Limits::default(),
+                Duration::ZERO
+            )
+            .is_ok()
+        );
+        let err = program(
+            t.tables(),
+            &sample(0, 0),
+            &Limits::default(),
+            Duration::ZERO,
+        );
         assert!(
             matches!(err, Err(DatapathError::Capacity { max: 3, .. })),
             "{err:?}"
@@ -821,7 +842,12 @@ mod tests {
         ok(&mut t, &sample(0, 0));
         let before = t.slot(1);
         t.verdicts.fail_after = Some(t.verdicts.inserts + 1);
-        let err = program(t.tables(), &sample(0, 1), &Limits::default(), Duration::ZERO);
+        let err = program(
+            t.tables(),
+            &sample(0, 1),
+            &Limits::default(),
+            Duration::ZERO,
+        );
         let Err(DatapathError::Write {
             map,
             cleanup_failed: false,
@@ -834,7 +860,11 @@ mod tests {
         assert_eq!(t.config.config.active_slot, 1);
         assert_eq!(t.config.config.generation, 1);
         assert_eq!(t.slot(1), before);
-        assert_eq!(t.slot(0), MapEntries::default(), "the inactive slot is clean");
+        assert_eq!(
+            t.slot(0),
+            MapEntries::default(),
+            "the inactive slot is clean"
+        );
     }
 
     #[test]
@@ -843,9 +873,20 @@ mod tests {
         ok(&mut t, &sample(0, 0));
         let before = t.slot(1);
         t.config.fail = true;
-        let err = program(t.tables(), &sample(0, 1), &Limits::default(), Duration::ZERO);
+        let err = program(
+            t.tables(),
+            &sample(0, 1),
+            &Limits::default(),
+            Duration::ZERO,
+        );
         assert!(
-            matches!(err, Err(DatapathError::Write { map: maps::CONFIG, .. })),
+            matches!(
+                err,
+                Err(DatapathError::Write {
+                    map: maps::CONFIG,
+                    ..
+                })
+            ),
             "{err:?}"
         );
         assert_eq!(t.slot(1), before);
@@ -863,7 +904,11 @@ mod tests {
         assert_eq!(r.config.flags, CONFIG_FAIL_CLOSED);
         let c = set_flags(&mut t.config, false, true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.flags, CONFIG_SRC_PORTS);
-        assert_eq!((c.active_slot, c.generation), (0, 2), "set_flags keeps the slot");
+        assert_eq!(
+            (c.active_slot, c.generation),
+            (0, 2),
+            "set_flags keeps the slot"
+        );
     }
 
     #[test]
@@ -877,7 +922,13 @@ mod tests {
         });
         let err = program(t.tables(), &e, &Limits::default(), Duration::ZERO);
         assert!(
-            matches!(err, Err(DatapathError::InvalidEntry { map: maps::PEER_V4, .. })),
+            matches!(
+                err,
+                Err(DatapathError::InvalidEntry {
+                    map: maps::PEER_V4,
+                    ..
+                })
+            ),
             "{err:?}"
         );
         assert_eq!(t.total(), 0);
@@ -887,7 +938,12 @@ mod tests {
     fn a_corrupt_active_slot_is_refused() {
         let mut t = MemTables::new(100);
         t.config.config.active_slot = 7;
-        let err = program(t.tables(), &sample(0, 0), &Limits::default(), Duration::ZERO);
+        let err = program(
+            t.tables(),
+            &sample(0, 0),
+            &Limits::default(),
+            Duration::ZERO,
+        );
         assert!(
             matches!(err, Err(DatapathError::CorruptConfig { active_slot: 7 })),
             "{err:?}"

@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
-        Arc, Mutex, OnceLock, Weak,
+        Arc, Mutex, MutexGuard, OnceLock, Weak,
         atomic::{AtomicU32, Ordering},
     },
 };
@@ -160,7 +160,10 @@ pub fn sysctls(ns: &str, settings: &[(String, &str)]) -> Result<(), LabError> {
         for (key, value) in &settings {
             let path = Path::new("/proc/sys").join(key);
             std::fs::write(&path, value).map_err(|e| {
-                io::Error::new(e.kind(), format!("writing {} = {value}: {e}", path.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("writing {} = {value}: {e}", path.display()),
+                )
             })?;
         }
         Ok(())
@@ -170,6 +173,9 @@ pub fn sysctls(ns: &str, settings: &[(String, &str)]) -> Result<(), LabError> {
 /// What one lab owns; removed by [`Cleanup::run`].
 #[derive(Debug, Default)]
 struct Owned {
+    /// The lab id: every namespace of the lab is named `<id>-...` (the signal handler also
+    /// sweeps by this prefix, for a namespace being created at that very moment).
+    id: Option<String>,
     netns: Vec<String>,
     pin_dir: Option<PathBuf>,
 }
@@ -190,8 +196,13 @@ impl Cleanup {
         c
     }
 
-    fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+    fn owned(&self) -> MutexGuard<'_, Owned> {
         self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the lab id (namespaces are named `<id>-...`).
+    pub fn set_id(&self, id: &str) {
+        self.owned().id = Some(id.to_string());
     }
 
     /// Records a namespace about to be created.
@@ -208,35 +219,38 @@ impl Cleanup {
     /// Returns what could not be removed. Sockets still open in a namespace keep the kernel
     /// object alive until they close, so the lab closes its sockets first.
     pub fn run(&self) -> Vec<String> {
-        let mut owned = self.owned();
-        let mut problems = Vec::new();
-        let names: Vec<String> = owned.netns.drain(..).rev().collect();
-        if !names.is_empty() {
-            let lines: Vec<String> = names.iter().map(|n| format!("netns del {n}")).collect();
-            // -force: keep going past namespaces that were never created.
-            if let Err(e) = ip_batch(None, &lines, true) {
-                problems.push(e.to_string());
-            }
-            for n in &names {
-                if Path::new(NETNS_DIR).join(n).exists() {
-                    problems.push(format!(
-                        "network namespace {n} is still there; remove it with `ip netns del {n}`"
-                    ));
-                }
-            }
-        }
-        if let Some(dir) = owned.pin_dir.take()
-            && dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-        {
-            problems.push(format!(
-                "cannot remove {}: {e}; remove it with `rm -r {}`",
-                dir.display(),
-                dir.display()
-            ));
-        }
-        problems
+        remove(&mut self.owned())
     }
+}
+
+fn remove(owned: &mut Owned) -> Vec<String> {
+    let mut problems = Vec::new();
+    let names: Vec<String> = owned.netns.drain(..).rev().collect();
+    if !names.is_empty() {
+        let lines: Vec<String> = names.iter().map(|n| format!("netns del {n}")).collect();
+        // -force: keep going past namespaces that were never created.
+        if let Err(e) = ip_batch(None, &lines, true) {
+            problems.push(e.to_string());
+        }
+        for n in &names {
+            if Path::new(NETNS_DIR).join(n).exists() {
+                problems.push(format!(
+                    "network namespace {n} is still there; remove it with `ip netns del {n}`"
+                ));
+            }
+        }
+    }
+    if let Some(dir) = owned.pin_dir.take()
+        && dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        problems.push(format!(
+            "cannot remove {}: {e}; remove it with `rm -r {}`",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    problems
 }
 
 fn registry() -> &'static Mutex<Vec<Weak<Cleanup>>> {
@@ -244,19 +258,39 @@ fn registry() -> &'static Mutex<Vec<Weak<Cleanup>>> {
     REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Cleans up every live lab of this process (the signal handler's job).
-fn cleanup_all() {
+/// Cleans up every live lab of this process and exits (the signal handler's job). Each lab's
+/// list stays locked until the exit, so the lab's own thread cannot register (and so cannot
+/// create) anything more; a namespace whose creation was already under way is caught by a
+/// second sweep of the lab's `<id>-` prefix.
+fn cleanup_all_and_exit(code: i32) -> ! {
     let labs: Vec<Arc<Cleanup>> = registry()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    for lab in labs {
-        for p in lab.run() {
+    let mut held = Vec::new();
+    for lab in &labs {
+        let mut owned = lab.owned();
+        for p in remove(&mut owned) {
             eprintln!("warning: {p}");
         }
+        held.push(owned);
     }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for owned in &held {
+        if let Some(id) = &owned.id {
+            let prefix = format!("{id}-");
+            let stray: Vec<String> = list_netns()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.starts_with(&prefix))
+                .map(|n| format!("netns del {n}"))
+                .collect();
+            let _ = ip_batch(None, &stray, true);
+        }
+    }
+    std::process::exit(code);
 }
 
 /// Installs (once per process) a SIGINT/SIGTERM watcher: it removes every live lab's
@@ -285,22 +319,23 @@ pub fn install_signal_handler() -> Result<(), LabError> {
                     }
                 };
                 rt.block_on(async move {
-                    let (mut int, mut term) =
-                        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-                            (Ok(i), Ok(t)) => (i, t),
-                            (Err(e), _) | (_, Err(e)) => {
-                                let _ = ready_tx.send(Err(e.to_string()));
-                                return;
-                            }
-                        };
+                    let (mut int, mut term) = match (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                    ) {
+                        (Ok(i), Ok(t)) => (i, t),
+                        (Err(e), _) | (_, Err(e)) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
                     let _ = ready_tx.send(Ok(()));
                     let signo = tokio::select! {
                         _ = int.recv() => libc::SIGINT,
                         _ = term.recv() => libc::SIGTERM,
                     };
                     eprintln!("lab: interrupted, removing the lab's namespaces and pins");
-                    cleanup_all();
-                    std::process::exit(128 + signo);
+                    cleanup_all_and_exit(128 + signo);
                 });
             });
         match spawned {

@@ -70,7 +70,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ POLY } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ POLY
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -141,11 +145,19 @@ pub fn transport(c: &Crafted) -> Vec<u8> {
             let mut m = Vec::with_capacity(24);
             m.extend_from_slice(&c.src_port.to_be_bytes());
             m.extend_from_slice(&c.dst_port.to_be_bytes());
-            let len_or_cov: u16 = if c.protocol == Protocol::UDPLITE { 8 } else { 24 };
+            let len_or_cov: u16 = if c.protocol == Protocol::UDPLITE {
+                8
+            } else {
+                24
+            };
             m.extend_from_slice(&len_or_cov.to_be_bytes());
             m.extend_from_slice(&[0, 0]);
             m.extend_from_slice(&c.nonce);
-            let covered = if c.protocol == Protocol::UDPLITE { 8 } else { m.len() };
+            let covered = if c.protocol == Protocol::UDPLITE {
+                8
+            } else {
+                m.len()
+            };
             let mut sum = pseudo_checksum(c.src, c.dst, p, m.len(), &m[..covered]);
             if sum == 0 {
                 sum = 0xffff;
@@ -279,7 +291,10 @@ mod tests {
         frame.extend_from_slice(&[0x08, 0x00]);
         frame.extend_from_slice(&p);
         assert!(frame_matches(&frame, &c));
-        let other = Crafted { dst_port: 7778, ..c };
+        let other = Crafted {
+            dst_port: 7778,
+            ..c
+        };
         assert!(!frame_matches(&frame, &other));
     }
 

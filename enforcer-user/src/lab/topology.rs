@@ -38,7 +38,10 @@ pub const GATEWAY_V6: &str = "fe80::1";
 /// What a lab host stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostKind {
-    Pod { namespace: String, name: String },
+    Pod {
+        namespace: String,
+        name: String,
+    },
     /// An address outside the cluster (no policy of its own, no datapath).
     External,
 }
@@ -94,13 +97,34 @@ struct IpLink {
 
 impl Topology {
     /// Creates the node namespace and one namespace per spec. Everything is registered with
-    /// `cleanup` before it is created; on error the caller's cleanup (or this topology's
-    /// Drop, once built) removes it.
+    /// `cleanup` before it is created; on error everything `cleanup` holds is removed before
+    /// returning, and once built, dropping the topology removes it.
     pub fn build(
         id: &str,
         specs: &[HostSpec],
         cleanup: Arc<Cleanup>,
     ) -> Result<Topology, LabError> {
+        match Self::try_build(id, specs, &cleanup) {
+            Ok((node_netns, hosts)) => Ok(Topology {
+                id: id.to_string(),
+                node_netns,
+                hosts,
+                cleanup,
+            }),
+            Err(e) => {
+                for p in cleanup.run() {
+                    tracing::warn!("lab cleanup: {p}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn try_build(
+        id: &str,
+        specs: &[HostSpec],
+        cleanup: &Cleanup,
+    ) -> Result<(String, Vec<Host>), LabError> {
         let node = format!("{id}-node");
         // Interface names: IFNAMSIZ is 16 with the NUL.
         let longest = format!("{id}x{}", specs.len());
@@ -169,7 +193,9 @@ impl Topology {
             for a in &h.addrs {
                 let len = if a.is_ipv4() { 32 } else { 128 };
                 node_cmds.push(format!("route add {a}/{len} dev {v}"));
-                node_cmds.push(format!("neigh replace {a} lladdr {mac} dev {v} nud permanent"));
+                node_cmds.push(format!(
+                    "neigh replace {a} lladdr {mac} dev {v} nud permanent"
+                ));
             }
         }
         ip_batch(Some(&node), &node_cmds, false)?;
@@ -189,13 +215,15 @@ impl Topology {
             cmds.push("link set eth0 up".to_string());
             if h.addrs.iter().any(IpAddr::is_ipv4) {
                 cmds.push(format!("route add {GATEWAY_V4} dev eth0 scope link"));
-                cmds.push(format!("route add default via {GATEWAY_V4} dev eth0 onlink"));
+                cmds.push(format!(
+                    "route add default via {GATEWAY_V4} dev eth0 onlink"
+                ));
                 cmds.push(format!(
                     "neigh replace {GATEWAY_V4} lladdr {HOST_SIDE_MAC} dev eth0 nud permanent"
                 ));
             }
             if h.addrs.iter().any(IpAddr::is_ipv6) {
-                cmds.push(format!("-6 route add default via {GATEWAY_V6} dev eth0"));
+                cmds.push(format!("route add ::/0 via {GATEWAY_V6} dev eth0"));
                 cmds.push(format!(
                     "neigh replace {GATEWAY_V6} lladdr {HOST_SIDE_MAC} dev eth0 nud permanent"
                 ));
@@ -209,20 +237,19 @@ impl Topology {
             step: format!("ip -n {node} -j link show"),
             message: format!("unexpected output: {e}"),
         })?;
-        let by_name: HashMap<&str, u32> =
-            links.iter().map(|l| (l.ifname.as_str(), l.ifindex)).collect();
+        let by_name: HashMap<&str, u32> = links
+            .iter()
+            .map(|l| (l.ifname.as_str(), l.ifindex))
+            .collect();
         for h in &mut hosts {
-            h.ifindex = *by_name.get(h.veth.as_str()).ok_or_else(|| LabError::Setup {
-                step: format!("ip -n {node} link show"),
-                message: format!("{} is missing after creation", h.veth),
-            })?;
+            h.ifindex = *by_name
+                .get(h.veth.as_str())
+                .ok_or_else(|| LabError::Setup {
+                    step: format!("ip -n {node} link show"),
+                    message: format!("{} is missing after creation", h.veth),
+                })?;
         }
-        Ok(Topology {
-            id: id.to_string(),
-            node_netns: node,
-            hosts,
-            cleanup,
-        })
+        Ok((node, hosts))
     }
 
     /// The host owning `addr`.

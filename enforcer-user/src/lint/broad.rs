@@ -1,13 +1,10 @@
 //! `broad-allow-before-deny`: an Allow rule with a broad peer, evaluated before a Deny rule
 //! for overlapping endpoints and traffic: the Deny never fires for what the Allow takes.
 
-use crate::{
-    evaluator::{self, Endpoint},
-    model::{Action, Direction, EntityRule, Inventory, Policy, Rule},
-};
+use crate::model::{Action, Direction, EntityRule, Inventory, Policy, Rule};
 
 use super::{
-    LintCode, Warning, describe_rule, endpoints, evaluation_order,
+    LintCode, Selection, Warning, describe_rule, evaluation_order,
     shadow::{nets_may_overlap, ports_may_overlap, rule_covers},
 };
 
@@ -43,7 +40,9 @@ fn broad_peer(p: &Policy, e: &EntityRule) -> Option<&'static str> {
     match (&e.selector, &e.namespace_selector) {
         (None, None) => Some("any peer (no selector, no nets)"),
         (_, Some(_)) => Some("every endpoint in every namespace"),
-        (Some(_), None) if p.namespace.is_some() => Some("every endpoint in the policy's namespace"),
+        (Some(_), None) if p.namespace.is_some() => {
+            Some("every endpoint in the policy's namespace")
+        }
         (Some(_), None) => Some("every endpoint (all())"),
     }
 }
@@ -97,11 +96,9 @@ fn traffic_may_overlap(allow: &Rule, deny: &Rule, dir: Direction) -> bool {
 /// Whether two policies may apply to a common endpoint: checked against the loaded endpoints
 /// when there are any; otherwise when one selects `all()` or both use the same selector in
 /// compatible scopes.
-fn endpoints_may_overlap(inv: &Inventory, eps: &[Endpoint<'_>], p: &Policy, q: &Policy) -> bool {
-    if !eps.is_empty() {
-        return eps
-            .iter()
-            .any(|ep| evaluator::policy_selects(inv, p, ep) && evaluator::policy_selects(inv, q, ep));
+fn endpoints_may_overlap(sel: &Selection<'_>, p: &Policy, q: &Policy) -> bool {
+    if !sel.is_empty() {
+        return sel.overlap(p, q);
     }
     let scope_ok = match (&p.namespace, &q.namespace) {
         (Some(a), Some(b)) => a == b,
@@ -111,15 +108,14 @@ fn endpoints_may_overlap(inv: &Inventory, eps: &[Endpoint<'_>], p: &Policy, q: &
         (Some(a), Some(b)) => a.is_all() || b.is_all() || a == b,
         _ => true,
     };
-    let sel_ok =
-        p.selector.is_all() || q.selector.is_all() || p.selector == q.selector;
+    let sel_ok = p.selector.is_all() || q.selector.is_all() || p.selector == q.selector;
     scope_ok && nss_ok && sel_ok
 }
 
 /// `broad-allow-before-deny`.
 pub fn broad_allow_before_deny(inv: &Inventory) -> Vec<Warning> {
     let order = evaluation_order(inv);
-    let eps = endpoints(inv);
+    let sel = Selection::new(inv);
     let mut out = Vec::new();
     for (pi, &(_, p)) in order.iter().enumerate() {
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -142,11 +138,14 @@ pub fn broad_allow_before_deny(inv: &Inventory) -> Vec<Warning> {
                         && traffic_may_overlap(allow, deny, dir)
                         && !rule_covers(allow, deny)
                     {
-                        victims.push(format!("{dir} rule {di} of the same policy ({})", describe_rule(deny)));
+                        victims.push(format!(
+                            "{dir} rule {di} of the same policy ({})",
+                            describe_rule(deny)
+                        ));
                     }
                 }
                 for &(_, q) in &order[pi + 1..] {
-                    if !q.applies_to(dir) || !endpoints_may_overlap(inv, &eps, p, q) {
+                    if !q.applies_to(dir) || !endpoints_may_overlap(&sel, p, q) {
                         continue;
                     }
                     for (di, deny) in q.rules(dir).iter().enumerate() {
@@ -168,7 +167,11 @@ pub fn broad_allow_before_deny(inv: &Inventory) -> Vec<Warning> {
                 }
                 const SHOWN: usize = 3;
                 let more = victims.len().saturating_sub(SHOWN);
-                let mut list = victims.into_iter().take(SHOWN).collect::<Vec<_>>().join("; ");
+                let mut list = victims
+                    .into_iter()
+                    .take(SHOWN)
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 if more > 0 {
                     list.push_str(&format!("; and {more} more"));
                 }
@@ -223,11 +226,17 @@ mod tests {
         deny_ssh.ingress = vec![port_rule(Action::Deny, Protocol::TCP, 80)];
         deny_ssh.ingress[0].source.nets = nets(&["192.168.0.0/16"]);
         // Deny is first.
-        assert!(broad_allow_before_deny(&inventory(vec![allow_web.clone(), deny_ssh.clone()])).is_empty());
+        assert!(
+            broad_allow_before_deny(&inventory(vec![allow_web.clone(), deny_ssh.clone()]))
+                .is_empty()
+        );
         // Different port.
         deny_ssh.order = Some(200.0);
         deny_ssh.ingress[0].destination.ports = vec![PortSpec::Range(22, 22)];
-        assert!(broad_allow_before_deny(&inventory(vec![allow_web.clone(), deny_ssh.clone()])).is_empty());
+        assert!(
+            broad_allow_before_deny(&inventory(vec![allow_web.clone(), deny_ssh.clone()]))
+                .is_empty()
+        );
         // Narrow peer.
         deny_ssh.ingress[0].destination.ports = vec![PortSpec::Range(80, 80)];
         allow_web.ingress[0].source.selector = Some(sel("role == 'lb'"));
@@ -248,7 +257,10 @@ mod tests {
         deny_meta.egress = vec![d];
         let mut other_ns = deny_meta.clone();
         other_ns.namespace = Some("dev".to_string());
-        assert_eq!(broad_allow_before_deny(&inventory(vec![egress_any.clone(), deny_meta])).len(), 1);
+        assert_eq!(
+            broad_allow_before_deny(&inventory(vec![egress_any.clone(), deny_meta])).len(),
+            1
+        );
         assert!(broad_allow_before_deny(&inventory(vec![egress_any, other_ns])).is_empty());
     }
 
@@ -263,7 +275,10 @@ mod tests {
         let mut d = port_rule(Action::Deny, Protocol::TCP, 1500);
         d.source.selector = Some(sel("role == 'untrusted'"));
         deny_p.ingress = vec![d];
-        assert_eq!(broad_allow_before_deny(&inventory(vec![allow_range.clone(), deny_p.clone()])).len(), 1);
+        assert_eq!(
+            broad_allow_before_deny(&inventory(vec![allow_range.clone(), deny_p.clone()])).len(),
+            1
+        );
         // A backstop deny (no peer constraint) is not reported.
         deny_p.ingress[0].source.selector = None;
         assert!(broad_allow_before_deny(&inventory(vec![allow_range, deny_p])).is_empty());

@@ -2,11 +2,13 @@
 //! applies to them allows DNS (UDP or TCP port 53) out: name resolution breaks.
 
 use crate::{
-    evaluator::{self, Endpoint},
-    model::{Action, Direction, Inventory, Policy, PolicyKind, PortSpec, Protocol, Rule, TierDefault},
+    evaluator::Endpoint,
+    model::{
+        Action, Direction, Inventory, Policy, PolicyKind, PortSpec, Protocol, Rule, TierDefault,
+    },
 };
 
-use super::{LintCode, Warning, enforced, shadow::is_catch_all};
+use super::{LintCode, Selection, Warning, enforced, shadow::is_catch_all};
 
 const K8S_SNIPPET: &str = "add an egress rule allowing DNS, e.g.:
   egress:
@@ -60,7 +62,11 @@ pub(crate) fn allows_dns(rule: &Rule) -> bool {
         && rule.icmp.is_none()
         && rule.source.ports.is_empty()
         && (rule.destination.ports.is_empty() || rule.destination.ports.iter().any(port_may_be_dns))
-        && !rule.destination.not_ports.iter().any(|p| matches!(p, PortSpec::Range(a, b) if (*a..=*b).contains(&53)))
+        && !rule
+            .destination
+            .not_ports
+            .iter()
+            .any(|p| matches!(p, PortSpec::Range(a, b) if (*a..=*b).contains(&53)))
 }
 
 fn has_dns_allow(p: &Policy) -> bool {
@@ -78,7 +84,10 @@ fn isolates_egress(inv: &Inventory, p: &Policy) -> bool {
         .iter()
         .find(|t| t.name == p.tier)
         .is_none_or(|t| t.default_action == TierDefault::Deny);
-    tier_denies || p.egress.iter().any(|r| r.action == Action::Deny && is_catch_all(r))
+    tier_denies
+        || p.egress
+            .iter()
+            .any(|r| r.action == Action::Deny && is_catch_all(r))
 }
 
 fn suggestion(p: &Policy) -> &'static str {
@@ -92,25 +101,24 @@ fn suggestion(p: &Policy) -> &'static str {
 /// `egress-deny-without-dns`.
 pub fn egress_deny_without_dns(inv: &Inventory) -> Vec<Warning> {
     let mut out = Vec::new();
-    let eps: Vec<Endpoint<'_>> = inv
-        .pods
-        .iter()
-        .filter(|p| !p.host_network)
-        .map(Endpoint::Workload)
-        .collect();
+    let sel = Selection::new(inv);
+    let dns_policies: Vec<&Policy> = enforced(inv).filter(|p| has_dns_allow(p)).collect();
     for p in enforced(inv).filter(|p| isolates_egress(inv, p)) {
         if has_dns_allow(p) {
             continue;
         }
-        if !eps.is_empty() {
+        if !inv.pods.is_empty() {
             // Per pod: does any enforced egress policy that selects it let DNS out?
-            let stranded: Vec<String> = eps
+            let stranded: Vec<String> = sel
+                .endpoints
                 .iter()
-                .filter(|ep| evaluator::policy_selects(inv, p, ep))
-                .filter(|ep| {
-                    !enforced(inv).any(|o| has_dns_allow(o) && evaluator::policy_selects(inv, o, ep))
+                .enumerate()
+                .filter(|(i, ep)| {
+                    matches!(ep, Endpoint::Workload(_))
+                        && sel.selects(p, *i)
+                        && !dns_policies.iter().any(|o| sel.selects(o, *i))
                 })
-                .map(|ep| match ep {
+                .map(|(_, ep)| match ep {
                     Endpoint::Workload(pod) => format!("{}/{}", pod.namespace, pod.name),
                     other => other.name(),
                 })
@@ -130,7 +138,11 @@ pub fn egress_deny_without_dns(inv: &Inventory) -> Vec<Warning> {
                     p.qualified_name(),
                     stranded.len(),
                     shown.join(", "),
-                    if more > 0 { format!(", and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(", and {more} more")
+                    } else {
+                        String::new()
+                    }
                 ),
                 suggestion(p),
             ));
@@ -214,9 +226,11 @@ mod tests {
             vec![port_rule(Action::Allow, Protocol::UDP, 53)],
         );
         let mut inv = inventory(vec![deny_all, dns_for_web]);
-        inv.pods.push(pod("prod", "web", &[("app", "web")], "10.0.0.1"));
+        inv.pods
+            .push(pod("prod", "web", &[("app", "web")], "10.0.0.1"));
         assert!(egress_deny_without_dns(&inv).is_empty());
-        inv.pods.push(pod("prod", "db", &[("app", "db")], "10.0.0.2"));
+        inv.pods
+            .push(pod("prod", "db", &[("app", "db")], "10.0.0.2"));
         let w = egress_deny_without_dns(&inv);
         assert_eq!(w.len(), 1);
         assert!(w[0].message.contains("prod/db"), "{}", w[0].message);

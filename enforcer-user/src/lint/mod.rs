@@ -16,7 +16,7 @@ mod template;
 mod testutil;
 mod types;
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 use serde::Serialize;
 
@@ -208,15 +208,71 @@ fn has_endpoints(inv: &Inventory) -> bool {
     !inv.pods.is_empty()
 }
 
-/// The endpoints a policy could apply to in this inventory: pods with their own network
-/// namespace, and host endpoints.
-pub(crate) fn endpoints(inv: &Inventory) -> Vec<Endpoint<'_>> {
-    inv.pods
-        .iter()
-        .filter(|p| !p.host_network)
-        .map(Endpoint::Workload)
-        .chain(inv.host_endpoints.iter().map(Endpoint::Host))
-        .collect()
+/// The endpoints policies could apply to in this inventory (pods with their own network
+/// namespace, and host endpoints), and which of them each policy selects: computed once, so
+/// the pairwise checks stay cheap on large inventories.
+pub(crate) struct Selection<'a> {
+    pub endpoints: Vec<Endpoint<'a>>,
+    /// Per policy (keyed by address; never dereferenced): a flag per endpoint.
+    sets: HashMap<*const Policy, Vec<bool>>,
+}
+
+impl<'a> Selection<'a> {
+    pub fn new(inv: &'a Inventory) -> Selection<'a> {
+        let endpoints: Vec<Endpoint<'a>> = inv
+            .pods
+            .iter()
+            .filter(|p| !p.host_network)
+            .map(Endpoint::Workload)
+            .chain(inv.host_endpoints.iter().map(Endpoint::Host))
+            .collect();
+        let sets = inv
+            .policies
+            .iter()
+            .map(|p| {
+                let set = endpoints
+                    .iter()
+                    .map(|ep| evaluator::policy_selects(inv, p, ep))
+                    .collect();
+                (p as *const Policy, set)
+            })
+            .collect();
+        Selection { endpoints, sets }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Which endpoints the policy selects (one flag per [`Self::endpoints`] entry).
+    pub fn of(&self, p: &Policy) -> &[bool] {
+        self.sets
+            .get(&(p as *const Policy))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    pub fn selects(&self, p: &Policy, i: usize) -> bool {
+        self.of(p).get(i).copied().unwrap_or(false)
+    }
+
+    pub fn selects_any(&self, p: &Policy) -> bool {
+        self.of(p).iter().any(|b| *b)
+    }
+
+    /// Whether some endpoint is selected by both.
+    pub fn overlap(&self, p: &Policy, q: &Policy) -> bool {
+        self.of(p).iter().zip(self.of(q)).any(|(a, b)| *a && *b)
+    }
+
+    /// Whether `q` selects at least one endpoint and `p` selects every one `q` does.
+    pub fn superset(&self, p: &Policy, q: &Policy) -> bool {
+        self.selects_any(q)
+            && self
+                .of(q)
+                .iter()
+                .zip(self.of(p))
+                .all(|(qs, ps)| !*qs || *ps)
+    }
 }
 
 /// The enforced (not staged) policies.
@@ -240,6 +296,6 @@ pub(crate) fn evaluation_order(inv: &Inventory) -> Vec<(usize, &Policy)> {
 pub(crate) fn scope_of(p: &Policy) -> String {
     match &p.namespace {
         Some(ns) => format!("namespace {ns}"),
-        None => "all namespaces (global)".to_string(),
+        None => "global".to_string(),
     }
 }

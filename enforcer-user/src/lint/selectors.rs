@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    evaluator::{self, EntityRef, namespace_labels, service_account_labels},
+    evaluator::{EntityRef, namespace_labels, service_account_labels},
     model::{Direction, EntityRule, Inventory, Labels, Policy, PolicyKind, ServiceAccountMatch},
     selector::Selector,
 };
 
-use super::{LintCode, Warning, endpoints};
+use super::{LintCode, Selection, Warning};
 
 /// Every entity a rule selector can match: pods with their own network namespace, host
 /// endpoints, network sets.
@@ -51,7 +51,10 @@ fn picks(inv: &Inventory, policy: &Policy, er: &EntityRule, e: &EntityRef<'_>) -
             .selector
             .as_ref()
             .is_none_or(|s| s.evaluate(&e.labels(), e.namespace().is_none()))
-        && er.service_accounts.as_ref().is_none_or(|sa| sa_matches(inv, sa, e))
+        && er
+            .service_accounts
+            .as_ref()
+            .is_none_or(|sa| sa_matches(inv, sa, e))
 }
 
 fn sa_matches(inv: &Inventory, sa: &ServiceAccountMatch, e: &EntityRef<'_>) -> bool {
@@ -76,24 +79,28 @@ fn namespace_names(inv: &Inventory) -> BTreeSet<&str> {
         .iter()
         .map(|n| n.name.as_str())
         .chain(inv.pods.iter().map(|p| p.namespace.as_str()))
-        .chain(inv.network_sets.iter().filter_map(|s| s.namespace.as_deref()))
+        .chain(
+            inv.network_sets
+                .iter()
+                .filter_map(|s| s.namespace.as_deref()),
+        )
         .collect()
 }
 
 /// `selector-matches-nothing`.
 pub fn selector_matches_nothing(inv: &Inventory) -> Vec<Warning> {
-    let eps = endpoints(inv);
+    let sel = Selection::new(inv);
     let ents = entities(inv);
     let namespaces = namespace_names(inv);
     let mut out = Vec::new();
     for p in &inv.policies {
-        if !eps.iter().any(|ep| evaluator::policy_selects(inv, p, ep)) {
-            let mut what = format!("selector {:?}", p.selector.as_str());
+        if !sel.selects_any(p) {
+            let mut what = format!("selector `{}`", p.selector.as_str());
             if let Some(n) = &p.namespace_selector {
-                what.push_str(&format!(" with namespaceSelector {:?}", n.as_str()));
+                what.push_str(&format!(" with namespaceSelector `{}`", n.as_str()));
             }
             if let Some(s) = &p.service_account_selector {
-                what.push_str(&format!(" with serviceAccountSelector {:?}", s.as_str()));
+                what.push_str(&format!(" with serviceAccountSelector `{}`", s.as_str()));
             }
             let scope = match &p.namespace {
                 Some(ns) => format!("pod in namespace {ns}"),
@@ -116,7 +123,10 @@ pub fn selector_matches_nothing(inv: &Inventory) -> Vec<Warning> {
                             LintCode::SelectorMatchesNothing,
                             p,
                             Some((dir, ri)),
-                            format!("{dir} rule {ri}: the {} {msg}", if source { "source" } else { "destination" }),
+                            format!(
+                                "{dir} rule {ri}: the {} {msg}",
+                                if source { "source" } else { "destination" }
+                            ),
                             "check the selector's label keys and values against the loaded pods, \
                              namespaces and network sets (the rule never matches as written)",
                         ));
@@ -146,8 +156,12 @@ fn entity_rule_problem(
             && ents
                 .iter()
                 .any(|e| e.namespace().is_none() && nss_matches(inv, sel, None));
-        return (!any_ns && !any_global)
-            .then(|| format!("namespaceSelector {:?} matches no namespace in the loaded files", sel.as_str()));
+        return (!any_ns && !any_global).then(|| {
+            format!(
+                "namespaceSelector `{}` matches no namespace in the loaded files",
+                sel.as_str()
+            )
+        });
     }
     let hit = ents.iter().any(|e| picks(inv, p, er, e));
     if hit {
@@ -155,10 +169,10 @@ fn entity_rule_problem(
     }
     let mut what = Vec::new();
     if let Some(s) = &er.selector {
-        what.push(format!("selector {:?}", s.as_str()));
+        what.push(format!("selector `{}`", s.as_str()));
     }
     if let Some(n) = nss {
-        what.push(format!("namespaceSelector {:?}", n.as_str()));
+        what.push(format!("namespaceSelector `{}`", n.as_str()));
     }
     if er.service_accounts.is_some() {
         what.push("serviceAccounts".to_string());
@@ -172,7 +186,10 @@ fn entity_rule_problem(
     } else {
         "pod, host endpoint or network set"
     };
-    Some(format!("{} matches no {kinds}{scope} in the loaded files", what.join(" with ")))
+    Some(format!(
+        "{} matches no {kinds}{scope} in the loaded files",
+        what.join(" with ")
+    ))
 }
 
 #[cfg(test)]
@@ -183,8 +200,10 @@ mod tests {
     fn inv_with_pods(policies: Vec<Policy>) -> Inventory {
         let mut inv = inventory(policies);
         inv.namespaces.push(namespace("prod", &[("env", "prod")]));
-        inv.pods.push(pod("prod", "web", &[("app", "web")], "10.0.0.1"));
-        inv.pods.push(pod("prod", "db", &[("app", "db")], "10.0.0.2"));
+        inv.pods
+            .push(pod("prod", "web", &[("app", "web")], "10.0.0.1"));
+        inv.pods
+            .push(pod("prod", "db", &[("app", "db")], "10.0.0.2"));
         inv
     }
 
@@ -227,7 +246,8 @@ mod tests {
         r.source.selector = Some(sel("app == 'agent'"));
         p.ingress = vec![r];
         let mut inv = inv_with_pods(vec![p]);
-        inv.pods.push(pod("monitoring", "agent", &[("app", "agent")], "10.0.0.3"));
+        inv.pods
+            .push(pod("monitoring", "agent", &[("app", "agent")], "10.0.0.3"));
         assert_eq!(selector_matches_nothing(&inv).len(), 1);
         inv.policies[0].ingress[0].source.namespace_selector = Some(sel("all()"));
         assert!(selector_matches_nothing(&inv).is_empty());

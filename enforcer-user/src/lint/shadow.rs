@@ -9,12 +9,11 @@
 
 use ipnet::IpNet;
 
-use crate::{
-    evaluator::{self, Endpoint},
-    model::{Action, Direction, EntityRule, IcmpMatch, Inventory, Policy, PortSpec, Protocol, Rule},
+use crate::model::{
+    Action, Direction, EntityRule, IcmpMatch, Inventory, Policy, PortSpec, Protocol, Rule,
 };
 
-use super::{LintCode, Warning, describe_rule, endpoints, evaluation_order, scope_of};
+use super::{LintCode, Selection, Warning, describe_rule, evaluation_order, scope_of};
 
 /// Whether an action ends the evaluation of a policy (everything but Log).
 pub(crate) fn is_terminal(a: Action) -> bool {
@@ -79,7 +78,11 @@ fn may_need_entity(e: &EntityRule) -> bool {
 pub(crate) fn entity_covers(a: &EntityRule, b: &EntityRule) -> bool {
     // nets: a's nets contain all of b's.
     if !a.nets.is_empty()
-        && (b.nets.is_empty() || !b.nets.iter().all(|bn| a.nets.iter().any(|an| an.contains(bn))))
+        && (b.nets.is_empty()
+            || !b
+                .nets
+                .iter()
+                .all(|bn| a.nets.iter().any(|an| an.contains(bn))))
     {
         return false;
     }
@@ -114,7 +117,11 @@ pub(crate) fn entity_covers(a: &EntityRule, b: &EntityRule) -> bool {
     }
     // ports: a's ports contain all of b's.
     if !a.ports.is_empty()
-        && (b.ports.is_empty() || !b.ports.iter().all(|bp| a.ports.iter().any(|ap| spec_covers(ap, bp))))
+        && (b.ports.is_empty()
+            || !b
+                .ports
+                .iter()
+                .all(|bp| a.ports.iter().any(|ap| spec_covers(ap, bp))))
     {
         return false;
     }
@@ -150,7 +157,8 @@ pub(crate) fn rule_covers(a: &Rule, b: &Rule) -> bool {
     }
     if let Some(ai) = a.icmp {
         match b.icmp {
-            Some(bi) if bi.icmp_type == ai.icmp_type && (ai.code.is_none() || ai.code == bi.code) => {}
+            Some(bi)
+                if bi.icmp_type == ai.icmp_type && (ai.code.is_none() || ai.code == bi.code) => {}
             _ => return false,
         }
     }
@@ -228,26 +236,12 @@ pub(crate) fn selects_superset_syntactic(p: &Policy, q: &Policy) -> bool {
     scope_ok && sel_ok && sa_ok
 }
 
-/// Whether, among the loaded endpoints, `q` selects at least one and `p` selects all `q` does.
-pub(crate) fn selects_superset_loaded(inv: &Inventory, eps: &[Endpoint<'_>], p: &Policy, q: &Policy) -> bool {
-    let mut any = false;
-    for ep in eps {
-        if evaluator::policy_selects(inv, q, ep) {
-            any = true;
-            if !evaluator::policy_selects(inv, p, ep) {
-                return false;
-            }
-        }
-    }
-    any
-}
-
 /// `shadowed-policy`: a policy whose rules for a direction are never reached because an
 /// earlier policy for a superset of its endpoints always decides (a catch-all
 /// Allow/Deny/Pass rule in the same tier, or a catch-all Allow/Deny in an earlier tier).
 pub fn shadowed_policies(inv: &Inventory) -> Vec<Warning> {
     let order = evaluation_order(inv);
-    let eps = endpoints(inv);
+    let sel = Selection::new(inv);
     let mut out = Vec::new();
     for (qi, &(q_tier, q)) in order.iter().enumerate() {
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -268,7 +262,7 @@ pub fn shadowed_policies(inv: &Inventory) -> Vec<Warning> {
                 }
                 let how = if selects_superset_syntactic(p, q) {
                     "applies to every endpoint it applies to"
-                } else if !eps.is_empty() && selects_superset_loaded(inv, &eps, p, q) {
+                } else if !sel.is_empty() && sel.superset(p, q) {
                     "applies to every loaded endpoint it applies to"
                 } else {
                     return None;
@@ -280,6 +274,25 @@ pub fn shadowed_policies(inv: &Inventory) -> Vec<Warning> {
                     format!("earlier in tier {}", q.tier)
                 } else {
                     format!("in earlier tier {}", p.tier)
+                };
+                let redundant = action == Action::Allow
+                    && q.rules(dir).iter().all(|r| r.action == Action::Allow);
+                let suggestion = if redundant {
+                    format!(
+                        "{} already allows all {dir} traffic of these endpoints, so the {dir} rules \
+                         of {} add nothing: delete them, or narrow {dir} rule {ri} of {}",
+                        p.qualified_name(),
+                        q.qualified_name(),
+                        p.qualified_name()
+                    )
+                } else {
+                    format!(
+                        "give policy {} a lower order than {} (or move it to an earlier tier), or \
+                         narrow the catch-all {dir} rule {ri} of {}",
+                        q.qualified_name(),
+                        p.qualified_name(),
+                        p.qualified_name()
+                    )
                 };
                 out.push(Warning::for_policy(
                     LintCode::ShadowedPolicy,
@@ -295,13 +308,7 @@ pub fn shadowed_policies(inv: &Inventory) -> Vec<Warning> {
                         scope_of(p),
                         p.order.map_or("none".to_string(), |o| o.to_string()),
                     ),
-                    format!(
-                        "give policy {} a lower order than {} (or move it to an earlier tier), or \
-                         narrow the catch-all {dir} rule {ri} of {}",
-                        q.qualified_name(),
-                        p.qualified_name(),
-                        p.qualified_name()
-                    ),
+                    suggestion,
                 ));
             }
         }
@@ -319,7 +326,12 @@ mod tests {
 
     fn codes(w: &[Warning]) -> Vec<(String, Option<usize>)> {
         w.iter()
-            .map(|w| (w.policy.clone().unwrap_or_default(), w.rule.map(|r| r.index)))
+            .map(|w| {
+                (
+                    w.policy.clone().unwrap_or_default(),
+                    w.rule.map(|r| r.index),
+                )
+            })
             .collect()
     }
 
@@ -401,6 +413,22 @@ mod tests {
         let w = shadowed_policies(&inventory(vec![second, first]));
         assert_eq!(codes(&w), vec![("prod/allow-web".to_string(), None)]);
         assert!(w[0].message.contains("prod/deny-all"));
+        assert!(w[0].suggestion.contains("lower order"));
+    }
+
+    #[test]
+    fn allow_all_before_allow_policy_is_called_redundant() {
+        let mut first = k8s("prod", "allow-all", "all()");
+        first.ingress = vec![allow()];
+        let mut second = k8s("prod", "allow-web", "app == 'web'");
+        second.ingress = vec![port_rule(Action::Allow, Protocol::TCP, 80)];
+        let w = shadowed_policies(&inventory(vec![first, second]));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].suggestion.contains("add nothing"),
+            "{}",
+            w[0].suggestion
+        );
     }
 
     #[test]
@@ -435,12 +463,27 @@ mod tests {
     fn loaded_pods_prove_superset() {
         let mut first = calico("prod", "deny-web", "app == 'web'", Some(10.0));
         first.ingress = vec![deny()];
-        let mut second = calico("prod", "allow-web-v2", "app == 'web' && v == '2'", Some(20.0));
+        let mut second = calico(
+            "prod",
+            "allow-web-v2",
+            "app == 'web' && v == '2'",
+            Some(20.0),
+        );
         second.ingress = vec![allow()];
         let mut inv = inventory(vec![first, second]);
         assert!(shadowed_policies(&inv).is_empty());
-        inv.pods.push(pod("prod", "web-2", &[("app", "web"), ("v", "2")], "10.0.0.2"));
-        inv.pods.push(pod("prod", "web-1", &[("app", "web"), ("v", "1")], "10.0.0.1"));
+        inv.pods.push(pod(
+            "prod",
+            "web-2",
+            &[("app", "web"), ("v", "2")],
+            "10.0.0.2",
+        ));
+        inv.pods.push(pod(
+            "prod",
+            "web-1",
+            &[("app", "web"), ("v", "1")],
+            "10.0.0.1",
+        ));
         let w = shadowed_policies(&inv);
         assert_eq!(w.len(), 1);
         assert!(w[0].message.contains("loaded endpoint"));

@@ -31,9 +31,8 @@ fn labels_with_placeholder(labels: &Labels) -> Option<String> {
         .map(|(k, v)| format!("label {k}={v}"))
 }
 
-/// The first line of document `origin.document` (1-based, `---` separated) of the file that
-/// contains a placeholder, if any. Documents are counted as YAML streams count them: a
-/// leading `---` does not start a new one.
+/// The first line of document `origin.document` (1-based, `---` separated, numbered as the
+/// loader numbers them) of the file that contains a placeholder, if any.
 pub fn placeholder_in_document(origin: &Origin) -> Option<String> {
     document_text(&origin.file, origin.document)?
         .lines()
@@ -41,25 +40,46 @@ pub fn placeholder_in_document(origin: &Origin) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
+fn is_marker(line: &str, marker: &str) -> bool {
+    line.strip_prefix(marker)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+}
+
+fn is_content(line: &str) -> bool {
+    let t = line.trim_start();
+    !t.is_empty() && !t.starts_with('#') && !line.starts_with('%')
+}
+
+/// The text of document `document` (1-based), numbered as the loader numbers them: every
+/// `---` starts a document, text before the first `---` is one only if it has content, `...`
+/// ends one.
 fn document_text(file: &Path, document: usize) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
-    let mut docs: Vec<String> = vec![String::new()];
-    let mut seen_content = false;
+    let mut docs: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut explicit = false;
+    let mut has_content = false;
     for line in text.lines() {
-        if line.starts_with("---") {
-            if seen_content {
-                docs.push(String::new());
+        let start = is_marker(line, "---");
+        if start || is_marker(line, "...") {
+            if explicit || has_content {
+                docs.push(std::mem::take(&mut cur));
             }
-            seen_content = false;
+            cur.clear();
+            explicit = start;
+            has_content = start && is_content(&line[3..]);
+            if start {
+                cur.push_str(&line[3..]);
+                cur.push('\n');
+            }
             continue;
         }
-        if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
-            seen_content = true;
-        }
-        if let Some(d) = docs.last_mut() {
-            d.push_str(line);
-            d.push('\n');
-        }
+        cur.push_str(line);
+        cur.push('\n');
+        has_content |= is_content(line);
+    }
+    if explicit || has_content {
+        docs.push(cur);
     }
     docs.into_iter().nth(document.checked_sub(1)?)
 }
@@ -80,7 +100,9 @@ pub fn warning_for_load_error(origin: &Origin, field: &str, message: &str) -> Op
         format!(" at {field}")
     };
     let message = match line {
-        None => format!("the file could not be loaded because of a template placeholder{at}: {message}"),
+        None => format!(
+            "the document could not be loaded because of a template placeholder{at}: {message}"
+        ),
         Some(l) => format!(
             "the document contains a template placeholder ({l}) and could not be loaded{at}: {message}"
         ),
@@ -99,16 +121,28 @@ fn check_selector(what: &str, s: Option<&Selector>, found: &mut Vec<String>) {
     if let Some(s) = s
         && has_placeholder(s.as_str())
     {
-        found.push(format!("{what} {:?}", s.as_str()));
+        found.push(format!("{what} `{}`", s.as_str()));
     }
 }
 
 fn check_entity(side: &str, e: &EntityRule, found: &mut Vec<String>) {
     check_selector(&format!("{side} selector"), e.selector.as_ref(), found);
-    check_selector(&format!("{side} notSelector"), e.not_selector.as_ref(), found);
-    check_selector(&format!("{side} namespaceSelector"), e.namespace_selector.as_ref(), found);
+    check_selector(
+        &format!("{side} notSelector"),
+        e.not_selector.as_ref(),
+        found,
+    );
+    check_selector(
+        &format!("{side} namespaceSelector"),
+        e.namespace_selector.as_ref(),
+        found,
+    );
     if let Some(sa) = &e.service_accounts {
-        check_selector(&format!("{side} serviceAccounts selector"), sa.selector.as_ref(), found);
+        check_selector(
+            &format!("{side} serviceAccounts selector"),
+            sa.selector.as_ref(),
+            found,
+        );
         for n in sa.names.iter().filter(|n| has_placeholder(n)) {
             found.push(format!("{side} serviceAccounts name {n:?}"));
         }
@@ -136,8 +170,16 @@ fn policy_warnings(p: &Policy, out: &mut Vec<Warning>) {
         }
     }
     check_selector("selector", Some(&p.selector), &mut found);
-    check_selector("namespaceSelector", p.namespace_selector.as_ref(), &mut found);
-    check_selector("serviceAccountSelector", p.service_account_selector.as_ref(), &mut found);
+    check_selector(
+        "namespaceSelector",
+        p.namespace_selector.as_ref(),
+        &mut found,
+    );
+    check_selector(
+        "serviceAccountSelector",
+        p.service_account_selector.as_ref(),
+        &mut found,
+    );
     let push = |found: Vec<String>, rule: Option<RulePos>, out: &mut Vec<Warning>| {
         if found.is_empty() {
             return;
@@ -163,7 +205,14 @@ fn policy_warnings(p: &Policy, out: &mut Vec<Warning>) {
             let mut found = Vec::new();
             check_entity("source", &r.source, &mut found);
             check_entity("destination", &r.destination, &mut found);
-            push(found, Some(RulePos { direction: dir, index: i }), out);
+            push(
+                found,
+                Some(RulePos {
+                    direction: dir,
+                    index: i,
+                }),
+                out,
+            );
         }
     }
 }
@@ -188,7 +237,10 @@ pub fn template_placeholders(inv: &Inventory) -> Vec<Warning> {
                 origin: origin.clone(),
                 policy: None,
                 rule: None,
-                message: format!("{kind} {name}: {} contains a template placeholder", found.join(", ")),
+                message: format!(
+                    "{kind} {name}: {} contains a template placeholder",
+                    found.join(", ")
+                ),
                 suggestion: SUGGESTION.to_string(),
             });
         }
@@ -197,10 +249,20 @@ pub fn template_placeholders(inv: &Inventory) -> Vec<Warning> {
         object("Namespace", n.name.clone(), Some(&n.labels), &n.origin);
     }
     for p in &inv.pods {
-        object("Pod", format!("{}/{}", p.namespace, p.name), Some(&p.labels), &p.origin);
+        object(
+            "Pod",
+            format!("{}/{}", p.namespace, p.name),
+            Some(&p.labels),
+            &p.origin,
+        );
     }
     for s in &inv.service_accounts {
-        object("ServiceAccount", format!("{}/{}", s.namespace, s.name), Some(&s.labels), &s.origin);
+        object(
+            "ServiceAccount",
+            format!("{}/{}", s.namespace, s.name),
+            Some(&s.labels),
+            &s.origin,
+        );
     }
     for s in &inv.network_sets {
         let name = match &s.namespace {
@@ -236,7 +298,12 @@ mod tests {
 
     #[test]
     fn placeholders_in_loaded_selectors_and_names() {
-        let mut p = calico("prod", "{{ .Release.Name }}-allow", "app == '{{.App}}'", Some(1.0));
+        let mut p = calico(
+            "prod",
+            "{{ .Release.Name }}-allow",
+            "app == '{{.App}}'",
+            Some(1.0),
+        );
         let mut r = rule(Action::Allow);
         r.source.selector = Some(sel("team == '${TEAM}'"));
         p.ingress = vec![rule(Action::Allow), r];
@@ -250,15 +317,24 @@ mod tests {
     fn placeholders_in_pods_and_namespaces() {
         let mut inv = inventory(Vec::new());
         inv.namespaces.push(namespace("${NS}", &[]));
-        inv.pods.push(pod("prod", "web", &[("app", "{{ .Values.app }}")], "10.0.0.1"));
+        inv.pods.push(pod(
+            "prod",
+            "web",
+            &[("app", "{{ .Values.app }}")],
+            "10.0.0.1",
+        ));
         assert_eq!(template_placeholders(&inv).len(), 2);
     }
 
     #[test]
     fn load_error_mentioning_placeholder_becomes_warning() {
         let o = origin(1);
-        let w = warning_for_load_error(&o, "spec.selector", "invalid selector \"app == {{.App}}\": unexpected '{'")
-            .expect("converted");
+        let w = warning_for_load_error(
+            &o,
+            "spec.selector",
+            "invalid selector \"app == {{.App}}\": unexpected '{'",
+        )
+        .expect("converted");
         assert_eq!(w.code, LintCode::TemplatePlaceholder);
         assert!(warning_for_load_error(&o, "spec.order", "expected a number").is_none());
     }
@@ -273,11 +349,21 @@ mod tests {
             "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n# comment {{ x }}\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ .Values.ns }}\n",
         )
         .unwrap();
-        let o1 = Origin { file: file.clone(), document: 1 };
-        let o2 = Origin { file: file.clone(), document: 2 };
+        let o1 = Origin {
+            file: file.clone(),
+            document: 1,
+        };
+        let o2 = Origin {
+            file: file.clone(),
+            document: 2,
+        };
         assert!(warning_for_load_error(&o1, "metadata", "broken").is_none());
         let w = warning_for_load_error(&o2, "", "did not find expected key").expect("converted");
-        assert!(w.message.contains("name: {{ .Values.ns }}"), "{}", w.message);
+        assert!(
+            w.message.contains("name: {{ .Values.ns }}"),
+            "{}",
+            w.message
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

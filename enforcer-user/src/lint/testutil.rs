@@ -18,7 +18,9 @@ pub fn sel(s: &str) -> Selector {
 }
 
 pub fn nets(v: &[&str]) -> Vec<IpNet> {
-    v.iter().map(|s| s.parse().expect("test net parses")).collect()
+    v.iter()
+        .map(|s| s.parse().expect("test net parses"))
+        .collect()
 }
 
 pub fn origin(doc: usize) -> Origin {

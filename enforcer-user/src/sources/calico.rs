@@ -7,8 +7,7 @@ use ipnet::IpNet;
 
 use super::common::{
     Ctx, HostBits, calico_supports_ports, check_labels, is_dns_label, is_dns_subdomain,
-    parse_calico_port, parse_net, parse_protocol, parse_selector, port_name_problem,
-    protocol_name,
+    parse_calico_port, parse_net, parse_protocol, parse_selector, port_name_problem, protocol_name,
 };
 use super::raw::{
     CalicoPolicySpec, HostEndpointSpec, NetworkSetSpec, RawEntityRule, RawIcmp, RawRule,
@@ -129,7 +128,10 @@ fn optional_selector(
 fn check_order(order: Option<f64>, field: &str, ctx: &mut Ctx<'_>) -> Option<f64> {
     match order {
         Some(o) if !o.is_finite() => {
-            ctx.err(field, format!("invalid order {o}: expected a finite number"));
+            ctx.err(
+                field,
+                format!("invalid order {o}: expected a finite number"),
+            );
             None
         }
         o => o,
@@ -167,7 +169,10 @@ pub(crate) fn policy(
         None | Some("") => "default".to_string(),
         Some(t) => {
             if !is_dns_label(t) {
-                ctx.err("spec.tier", format!("invalid tier name {t:?}: {LABEL_NAME}"));
+                ctx.err(
+                    "spec.tier",
+                    format!("invalid tier name {t:?}: {LABEL_NAME}"),
+                );
             }
             t.to_string()
         }
@@ -241,12 +246,17 @@ pub(crate) fn policy(
             "Ingress" => Direction::Ingress,
             "Egress" => Direction::Egress,
             other => {
-                let hint = if other.eq_ignore_ascii_case("ingress") || other.eq_ignore_ascii_case("egress") {
+                let hint = if other.eq_ignore_ascii_case("ingress")
+                    || other.eq_ignore_ascii_case("egress")
+                {
                     " (types are case-sensitive)"
                 } else {
                     ""
                 };
-                ctx.err(field, format!("invalid type {other:?}: expected Ingress or Egress{hint}"));
+                ctx.err(
+                    field,
+                    format!("invalid type {other:?}: expected Ingress or Egress{hint}"),
+                );
                 continue;
             }
         };
@@ -512,7 +522,7 @@ pub(crate) fn rule(raw: &RawRule, field: &str, ctx: &mut Ctx<'_>) -> Option<Rule
                 ),
             );
         }
-        if (v4 && v6) || (v4 && seen_v6) || (v6 && seen_v4) {
+        if (v4 && (v6 || seen_v6)) || (v6 && seen_v4) {
             ctx.err(
                 format!("{field}.{which}"),
                 "the rule mixes IPv4 and IPv6 CIDRs; a rule matches one IP family: split it into two rules",
@@ -753,10 +763,14 @@ pub(crate) fn host_endpoint(
     check_labels(ctx, "metadata.labels", &meta.labels);
     let node = spec.node.clone().filter(|n| !n.is_empty());
     match node.as_deref() {
-        None => ctx.err("spec.node", "missing: a HostEndpoint needs the node it is on"),
-        Some(n) if !is_dns_subdomain(n) => {
-            ctx.err("spec.node", format!("invalid node name {n:?}: {SUBDOMAIN_NAME}"))
-        }
+        None => ctx.err(
+            "spec.node",
+            "missing: a HostEndpoint needs the node it is on",
+        ),
+        Some(n) if !is_dns_subdomain(n) => ctx.err(
+            "spec.node",
+            format!("invalid node name {n:?}: {SUBDOMAIN_NAME}"),
+        ),
         Some(_) => {}
     }
     let interface_name = spec.interface_name.clone().filter(|n| !n.is_empty());
@@ -782,7 +796,9 @@ pub(crate) fn host_endpoint(
             Ok(ip) => expected_ips.push(ip),
             Err(_) => ctx.err(
                 format!("spec.expectedIPs[{i}]"),
-                format!("invalid IP address {s:?}: expected an address such as 10.0.0.1 or fd00::1"),
+                format!(
+                    "invalid IP address {s:?}: expected an address such as 10.0.0.1 or fd00::1"
+                ),
             ),
         }
     }
@@ -798,7 +814,10 @@ pub(crate) fn host_endpoint(
     for (i, p) in spec.ports.iter().enumerate() {
         let field = format!("spec.ports[{i}]");
         if let Some(why) = port_name_problem(&p.name) {
-            ctx.err(format!("{field}.name"), format!("invalid port name {:?}: {why}", p.name));
+            ctx.err(
+                format!("{field}.name"),
+                format!("invalid port name {:?}: {why}", p.name),
+            );
         }
         let port = match p.port {
             n @ 1..=65535 => Some(n as u16),

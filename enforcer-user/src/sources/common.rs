@@ -201,8 +201,8 @@ pub(crate) fn parse_net(s: &str, bare_ip: bool, host_bits: HostBits) -> Result<I
 pub(crate) fn parse_selector(text: &str) -> Result<Selector, String> {
     Selector::parse(text).map_err(|e| {
         format!(
-            "invalid selector {:?}: {} at column {}",
-            e.input, e.message, e.column
+            "invalid selector {:?} at column {}: {}",
+            e.input, e.column, e.message
         )
     })
 }
@@ -214,8 +214,7 @@ pub(crate) fn label_selector(ls: &LabelSelector) -> Result<Selector, String> {
     if empty {
         return Ok(Selector::all());
     }
-    Selector::from_label_selector(ls)
-        .map_err(|e| format!("invalid label selector: {}", e.message))
+    Selector::from_label_selector(ls).map_err(|e| format!("invalid label selector: {}", e.message))
 }
 
 /// DNS-1123 label: 1-63 lower-case alphanumerics or `-`, starting and ending alphanumeric.
@@ -354,11 +353,22 @@ mod tests {
             parse_calico_port(&s("1000:2000")),
             Ok(PortSpec::Range(1000, 2000))
         );
-        assert_eq!(parse_calico_port(&s("http")), Ok(PortSpec::Named("http".into())));
+        assert_eq!(
+            parse_calico_port(&s("http")),
+            Ok(PortSpec::Named("http".into()))
+        );
         assert!(parse_calico_port(&IntOrString::Int(0)).is_err());
         assert!(parse_calico_port(&IntOrString::Int(65536)).is_err());
-        assert!(parse_calico_port(&s("2000:1000")).unwrap_err().contains("greater"));
-        assert!(parse_calico_port(&s("1:70000")).unwrap_err().contains("65535"));
+        assert!(
+            parse_calico_port(&s("2000:1000"))
+                .unwrap_err()
+                .contains("greater")
+        );
+        assert!(
+            parse_calico_port(&s("1:70000"))
+                .unwrap_err()
+                .contains("65535")
+        );
         assert!(parse_calico_port(&s("a:b")).is_err());
         assert!(parse_calico_port(&s("Bad_Name")).is_err());
     }
@@ -380,15 +390,21 @@ mod tests {
     #[test]
     fn nets() {
         assert_eq!(
-            parse_net("10.0.0.0/8", true, HostBits::Reject).unwrap().to_string(),
+            parse_net("10.0.0.0/8", true, HostBits::Reject)
+                .unwrap()
+                .to_string(),
             "10.0.0.0/8"
         );
         assert_eq!(
-            parse_net("10.1.2.3", true, HostBits::Reject).unwrap().to_string(),
+            parse_net("10.1.2.3", true, HostBits::Reject)
+                .unwrap()
+                .to_string(),
             "10.1.2.3/32"
         );
         assert_eq!(
-            parse_net("fd00::1", true, HostBits::Reject).unwrap().to_string(),
+            parse_net("fd00::1", true, HostBits::Reject)
+                .unwrap()
+                .to_string(),
             "fd00::1/128"
         );
         assert!(parse_net("10.1.2.3", false, HostBits::Mask).is_err());
@@ -398,7 +414,9 @@ mod tests {
                 .contains("10.0.0.0/8")
         );
         assert_eq!(
-            parse_net("10.0.0.1/8", false, HostBits::Mask).unwrap().to_string(),
+            parse_net("10.0.0.1/8", false, HostBits::Mask)
+                .unwrap()
+                .to_string(),
             "10.0.0.0/8"
         );
         assert!(parse_net("10.0.0.0/33", true, HostBits::Mask).is_err());
@@ -410,7 +428,13 @@ mod tests {
         let r = |a, b| PortSpec::Range(a, b);
         let n = |x: &str| PortSpec::Named(x.into());
         assert_eq!(
-            simplify_ports(vec![r(82, 82), n("dns"), r(80, 80), r(81, 81), r(9090, 9090)]),
+            simplify_ports(vec![
+                r(82, 82),
+                n("dns"),
+                r(80, 80),
+                r(81, 81),
+                r(9090, 9090)
+            ]),
             vec![n("dns"), r(80, 82), r(9090, 9090)]
         );
         // One numeric port: unchanged order.

@@ -19,11 +19,7 @@ use crate::selector::{LabelSelector, Selector};
 
 const SUBDOMAIN_NAME: &str = "expected lower-case alphanumerics, '-' and '.', at most 253 characters, each dot-separated part starting and ending alphanumeric";
 
-fn selector_field(
-    ls: &LabelSelector,
-    field: &str,
-    ctx: &mut Ctx<'_>,
-) -> Option<Selector> {
+fn selector_field(ls: &LabelSelector, field: &str, ctx: &mut Ctx<'_>) -> Option<Selector> {
     match label_selector(ls) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -179,7 +175,12 @@ fn k8s_peer(peer: &K8sPeer, field: &str, ctx: &mut Ctx<'_>) -> Option<PeerFields
     if matches!(selector, Some(None)) || matches!(namespace_selector, Some(None)) {
         return None;
     }
-    Some((selector.flatten(), namespace_selector.flatten(), vec![], vec![]))
+    Some((
+        selector.flatten(),
+        namespace_selector.flatten(),
+        vec![],
+        vec![],
+    ))
 }
 
 /// One Kubernetes ingress or egress rule as Calico rules: one per protocol (sorted by name)

@@ -20,6 +20,37 @@
 //!
 //! Directory walks skip names starting with `.`, so a Kubernetes ConfigMap volume (whose
 //! files are symlinks into a hidden `..data` directory) is read once.
+//!
+//! Decisions (Calico's `libcalico-go/lib/validator/v3/validator.go` and
+//! `libcalico-go/lib/backend/k8s/conversion/conversion.go` are the references):
+//! - Documents are numbered as a YAML parser numbers them: every `---` starts one, text before
+//!   the first `---` counts only if it has content, comment-only documents count but are
+//!   skipped. Objects inside a `List` keep the List's document number; their field paths
+//!   start with `items[i]`.
+//! - Strict kinds report every unknown field of an object (each is removed and parsing
+//!   retried); any other shape error (wrong type, missing `action`) stops that object.
+//! - Ports are 1-65535 everywhere (Calico's `validatePort` rejects 0 too). Rule `ports` and
+//!   `notPorts` need protocol TCP, UDP or SCTP: Calico's `SupportsPorts` excludes UDPLite.
+//! - Protocol names are accepted in any case (`Protocol::parse`); numbers are 1-255.
+//!   Actions are exactly `Allow`, `Deny`, `Pass`, `Log` (Calico's `actionRegex`), `types`
+//!   exactly `Ingress`/`Egress`; a wrong case gets a hint.
+//! - `icmp` and `notICMP` both need protocol ICMP or ICMPv6 (Calico checks only `icmp`, but
+//!   its dataplane cannot render `notICMP` without a protocol); type 0-254, code 0-255, a
+//!   code needs a type; ICMP needs `ipVersion` 4 and ICMPv6 6 when one is given.
+//! - Rule `nets`/`notNets` take a CIDR or a bare address (/32, /128) but not host bits set
+//!   (Calico's `net` validator); one IP family per rule, matching `ipVersion`. Network-set
+//!   nets (Calico's `cidr` validator) and Kubernetes `ipBlock`s (Calico's converter) are
+//!   masked instead.
+//! - `global()` only as a whole rule `namespaceSelector`.
+//! - Unsupported features are errors, not ignored: rule `http`, `services`, `domains`,
+//!   `stagedAction` Learn/Ignore. `performanceHints` are checked and ignored: Calico
+//!   documents that they "never change the enforcement behaviour of the policy".
+//! - Kubernetes NetworkPolicy is checked as the API server does (case-sensitive protocols,
+//!   `port: "80"` is not a number, `endPort` needs a numeric `port`, `except` inside `cidr`,
+//!   one peer type) and converted as Calico does: one rule per protocol (sorted) and peer,
+//!   ports merged like `SimplifyPorts`.
+//! - Names follow Calico's name regexes; a policy in tier `t` may be named `t.name` or
+//!   `name` (both are the same policy for duplicate detection).
 
 mod calico;
 mod common;
@@ -95,17 +126,23 @@ impl fmt::Display for LoadErrors {
 pub fn load_paths(paths: &[impl AsRef<Path>]) -> Result<Inventory, LoadErrors> {
     let mut inv = Inventory::default();
     let mut errors = Vec::new();
-    let mut files = Vec::new();
     for p in paths {
-        collect_files(p.as_ref(), true, &mut files, &mut BTreeSet::new(), &mut errors);
-    }
-    for file in files {
-        match fs::read(&file) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => load_text(&text, &file, &mut inv, &mut errors),
-                Err(_) => errors.push(file_error(&file, "is not UTF-8 text")),
-            },
-            Err(e) => errors.push(file_error(&file, &format!("cannot read: {e}"))),
+        let mut files = Vec::new();
+        collect_files(
+            p.as_ref(),
+            true,
+            &mut files,
+            &mut BTreeSet::new(),
+            &mut errors,
+        );
+        for file in files {
+            match fs::read(&file) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => load_text(&text, &file, &mut inv, &mut errors),
+                    Err(_) => errors.push(file_error(&file, "is not UTF-8 text")),
+                },
+                Err(e) => errors.push(file_error(&file, &format!("cannot read: {e}"))),
+            }
         }
     }
     errors.extend(validate(&inv));
@@ -374,6 +411,16 @@ fn load_text(text: &str, file: &Path, inv: &mut Inventory, errors: &mut Vec<Load
         if value.is_null() {
             continue; // An empty document (only comments).
         }
+        // YAML merge keys (`<<: *anchor`).
+        let mut value = value;
+        if let Err(e) = value.apply_merge() {
+            errors.push(LoadError {
+                origin,
+                field: "-".to_string(),
+                message: format!("invalid YAML merge key: {e}"),
+            });
+            continue;
+        }
         load_object(value, &origin, String::new(), None, 0, inv, errors);
     }
 }
@@ -491,14 +538,20 @@ fn load_object(
     };
     if let Some(item_kind) = item_kind {
         if depth >= MAX_LIST_DEPTH {
-            ctx.err("items", format!("lists nested deeper than {MAX_LIST_DEPTH} levels"));
+            ctx.err(
+                "items",
+                format!("lists nested deeper than {MAX_LIST_DEPTH} levels"),
+            );
             return;
         }
         let items = match map.remove("items") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Sequence(items)) => items,
             Some(v) => {
-                ctx.err("items", format!("expected a list, found {}", value_type(&v)));
+                ctx.err(
+                    "items",
+                    format!("expected a list, found {}", value_type(&v)),
+                );
                 return;
             }
         };
@@ -510,7 +563,15 @@ fn load_object(
                 format!("{prefix}.items[{i}]")
             };
             let inherited = item_kind.as_ref().map(|(a, k)| (a.as_str(), k.as_str()));
-            load_object(item, origin, item_prefix, inherited, depth + 1, inv, ctx.errors);
+            load_object(
+                item,
+                origin,
+                item_prefix,
+                inherited,
+                depth + 1,
+                inv,
+                ctx.errors,
+            );
         }
         return;
     }
