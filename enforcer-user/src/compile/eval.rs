@@ -499,7 +499,7 @@ impl<'a> Ctx<'a> {
                 let addr = local[f].unwrap_or_else(|| unspecified(f == 1));
                 let inv = match &mut scoped[f] {
                     Some(i) => &*i,
-                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr)),
+                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr, None)),
                 };
                 *slot = self.side_val(part, true, inv, addr, dir)?;
             }
@@ -524,17 +524,34 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A set with its local parts indexed for evaluation.
+pub(crate) struct PreparedSet<'s> {
+    data: &'s SetData,
+    local: HashMap<usize, &'s [SideVal; 2]>,
+}
+
+impl<'s> PreparedSet<'s> {
+    pub fn new(data: &'s SetData) -> PreparedSet<'s> {
+        PreparedSet {
+            data,
+            local: data.local.iter().map(|(pi, v)| (*pi, v)).collect(),
+        }
+    }
+}
+
 /// Peer-side values of one region, computed on demand.
 pub(crate) struct PeerCache {
     pub addr: IpAddr,
+    region: usize,
     scoped: Option<Inventory>,
     vals: HashMap<(usize, Direction), SideVal>,
 }
 
 impl PeerCache {
-    pub fn new(addr: IpAddr) -> PeerCache {
+    pub fn new(addr: IpAddr, region: usize) -> PeerCache {
         PeerCache {
             addr,
+            region,
             scoped: None,
             vals: HashMap::new(),
         }
@@ -560,10 +577,10 @@ impl Ctx<'_> {
                     SideVal::True
                 }
             } else {
-                let addr = cache.addr;
+                let (addr, region) = (cache.addr, cache.region);
                 let scoped = match &mut cache.scoped {
                     Some(s) => &*s,
-                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr)),
+                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr, Some(region))),
                 };
                 self.side_val(part, false, scoped, addr, dir)?
             };
@@ -660,15 +677,15 @@ impl Ctx<'_> {
     /// The (enforced, staged) decisions of a set for one peer region, per port cell.
     pub fn evaluate(
         &self,
-        set: &SetData,
+        set: &PreparedSet<'_>,
         cache: &mut PeerCache,
     ) -> Result<Vec<(Decided, Decided)>, CompileError> {
-        let local: HashMap<usize, &[SideVal; 2]> = set.local.iter().map(|(pi, v)| (*pi, v)).collect();
-        let enforced = self.run(set, &set.enforced, &local, cache)?;
-        let staged = if set.staged == set.enforced {
+        let data = set.data;
+        let enforced = self.run(data, &data.enforced, &set.local, cache)?;
+        let staged = if data.staged == data.enforced {
             enforced.clone()
         } else {
-            self.run(set, &set.staged, &local, cache)?
+            self.run(data, &data.staged, &set.local, cache)?
         };
         Ok(enforced.into_iter().zip(staged).collect())
     }

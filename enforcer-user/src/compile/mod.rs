@@ -53,8 +53,8 @@ use crate::{
 };
 
 use self::{
-    eval::{Ctx, Decided, PeerCache, SetData},
-    peers::Regions,
+    eval::{Ctx, Decided, PeerCache, PreparedSet, SetData},
+    peers::{Membership, Regions},
     ports::{PortSpace, is_icmp},
 };
 
@@ -410,6 +410,19 @@ impl<T: Hash + Eq + Clone> Interner<T> {
 
 /// The endpoints to compile: workload pods (not host-networked) and host endpoints, with
 /// their first address per family.
+/// What policy selection and local rule sides can see of an endpoint, besides its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum EndpointIdentity<'a> {
+    Pod {
+        namespace: &'a str,
+        labels: &'a crate::model::Labels,
+        service_account: &'a str,
+        ports: &'a [crate::model::NamedPort],
+    },
+    /// Host endpoints are not grouped.
+    Other(&'a EndpointId),
+}
+
 /// An endpoint to compile, with its first address per family (v4, v6).
 type EndpointEntry<'a> = (EndpointId, Endpoint<'a>, [Option<IpAddr>; 2]);
 
@@ -492,11 +505,28 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let space = PortSpace::build(inv, opts, !inv.host_endpoints.is_empty());
     let ctx = Ctx::new(inv, opts, &regions, &space, &rules, &tiers)?;
 
-    // Policy sets, grouped by exact signature.
+    // Policy sets, grouped by exact signature. Endpoints with the same identity (kind, what
+    // selectors see of them, and their addresses' memberships) have the same sets: compute
+    // those once per identity.
     let mut set_ids: HashMap<SetData, usize> = HashMap::new();
     let mut sets: Vec<SetData> = Vec::new();
     let mut ep_sets: Vec<(EndpointId, [usize; 2], bool)> = Vec::new();
+    let mut by_identity: HashMap<(EndpointIdentity, [Option<Membership>; 2]), [usize; 2]> = HashMap::new();
     for (id, ep, local) in &eps {
+        let identity = match ep {
+            Endpoint::Workload(p) => EndpointIdentity::Pod {
+                namespace: &p.namespace,
+                labels: &p.labels,
+                service_account: &p.service_account,
+                ports: &p.ports,
+            },
+            _ => EndpointIdentity::Other(id),
+        };
+        let key = (identity, local.map(|a| a.map(|a| regions.membership(a, None))));
+        if let Some(ids) = by_identity.get(&key) {
+            ep_sets.push((id.clone(), *ids, matches!(ep, Endpoint::Host(_))));
+            continue;
+        }
         let selects = ctx.selects(ep);
         let mut scoped = [None, None];
         let mut ids = [0usize; 2];
@@ -511,9 +541,12 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                 }
             };
         }
+        by_identity.insert(key, ids);
         ep_sets.push((id.clone(), ids, matches!(ep, Endpoint::Host(_))));
     }
     drop(set_ids);
+    drop(by_identity);
+    let prepared: Vec<PreparedSet<'_>> = sets.iter().map(PreparedSet::new).collect();
 
     // Walk every region: its row over (sets × port cells) is its behaviour; equal rows make
     // one peer class. Each new row also refines the port cells.
@@ -538,16 +571,28 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let mut set_rows: Vec<Interner<Vec<u32>>> = (0..sets.len()).map(|_| Interner::new()).collect();
     let mut classes: Interner<(bool, Vec<u32>)> = Interner::new();
     let mut region_class: Vec<Option<u32>> = vec![None; regions.len()];
+    // Regions with equal memberships behave alike: walk one of them.
+    let mut by_membership: HashMap<Membership, u32> = HashMap::new();
+    let mut pair_ids: HashMap<(Decided, Decided), u32> = HashMap::new();
     for (ri, rep) in regions.rep.iter().enumerate() {
         let Some(addr) = *rep else { continue };
-        let mut cache = PeerCache::new(addr);
+        let membership = regions.membership(addr, Some(ri));
+        if let Some(&k) = by_membership.get(&membership) {
+            region_class[ri] = Some(k);
+            continue;
+        }
+        let mut cache = PeerCache::new(addr, ri);
         let mut row_ids = Vec::with_capacity(sets.len());
         let mut rows: Vec<Vec<u32>> = Vec::with_capacity(sets.len());
-        for (si, set) in sets.iter().enumerate() {
+        for (si, set) in prepared.iter().enumerate() {
             let row: Vec<u32> = ctx
                 .evaluate(set, &mut cache)?
                 .into_iter()
-                .map(|(e, s)| values.intern(CompiledVerdict::of(e, s)).0)
+                .map(|pair| {
+                    *pair_ids
+                        .entry(pair)
+                        .or_insert_with(|| values.intern(CompiledVerdict::of(pair.0, pair.1)).0)
+                })
                 .collect();
             let interner = set_rows
                 .get_mut(si)
@@ -557,6 +602,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         }
         let (class, new) = classes.intern((addr.is_ipv6(), row_ids));
         region_class[ri] = Some(class);
+        by_membership.insert(membership, class);
         if new {
             let piece = |combos: &Vec<usize>| -> Vec<u32> {
                 rows.iter()

@@ -196,8 +196,8 @@ impl Regions {
         }
     }
 
-    /// The membership of an address.
-    pub fn membership(&self, addr: IpAddr) -> Membership {
+    /// The membership of an address (`region`: its region, when the caller knows it).
+    pub fn membership(&self, addr: IpAddr, region: Option<usize>) -> Membership {
         let mut pods: Vec<u32> = self
             .pods_at
             .get(&addr)
@@ -209,7 +209,7 @@ impl Regions {
         let heps = self.heps_at.get(&addr).cloned().unwrap_or_default();
         let mut sets = Vec::new();
         let mut rule_nets = Vec::new();
-        let mut r = self.region_of(addr);
+        let mut r = region.or_else(|| self.region_of(addr));
         while let Some(ri) = r {
             sets.extend(self.sets_at.get(&ri).into_iter().flatten().map(|(si, _)| *si));
             if self.is_rule_net.get(ri).copied().unwrap_or(false) {
@@ -246,7 +246,7 @@ impl Regions {
     /// address) and the namespaces and service accounts whose labels they carry. Evaluating a
     /// rule half that constrains only this address against it gives the same answer as the
     /// whole inventory, at a cost independent of the inventory's size.
-    pub fn scoped_inventory(&self, inv: &Inventory, addr: IpAddr) -> Inventory {
+    pub fn scoped_inventory(&self, inv: &Inventory, addr: IpAddr, region: Option<usize>) -> Inventory {
         let pods: Vec<_> = self
             .pods_at
             .get(&addr)
@@ -262,7 +262,7 @@ impl Regions {
             .filter_map(|&i| inv.host_endpoints.get(i).cloned())
             .collect();
         let mut set_nets: Vec<(usize, IpNet)> = Vec::new();
-        let mut r = self.region_of(addr);
+        let mut r = region.or_else(|| self.region_of(addr));
         while let Some(ri) = r {
             set_nets.extend(self.sets_at.get(&ri).into_iter().flatten().copied());
             r = self.parent[ri];
@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(r.rep[root], Some("0.0.0.0".parse().unwrap()));
         assert_eq!(r.region_of("10.1.9.9".parse().unwrap()), Some(i16));
         assert_eq!(r.region_of("::1".parse().unwrap()), Some(r.index[&net("::/0")]));
-        let scoped = r.scoped_inventory(&inv, "10.1.9.9".parse().unwrap());
+        let scoped = r.scoped_inventory(&inv, "10.1.9.9".parse().unwrap(), None);
         assert_eq!(scoped.network_sets.len(), 1, "one set, once");
         assert_eq!(scoped.network_sets[0].nets, vec![net("10.1.2.3/16")]);
     }

@@ -495,6 +495,7 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
     }
     for i in 0..pods {
         let app = i % apps;
+        // App a lives in namespace a % 10 and accepts from app a + 10 (the same namespace).
         let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
         let mut p = pod(&format!("ns{}", app % 10), &format!("pod{i}"), &[("app", &format!("app{app}"))], &[&ip]);
         p.ports.push(NamedPort {
@@ -506,7 +507,7 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
     }
     for a in 0..apps {
         let mut from = tcp_to(Action::Allow, &[(8000 + a as u16, 8000 + a as u16)]);
-        from.source.selector = Some(Selector::parse(&format!("app == 'app{}'", (a + 1) % apps)).unwrap());
+        from.source.selector = Some(Selector::parse(&format!("app == 'app{}'", (a + 10) % apps)).unwrap());
         let mut named = tcp_to(Action::Allow, &[]);
         named.destination.ports = vec![PortSpec::Named("http".into())];
         named.source.namespace_selector = Some(Selector::parse("team == 'a'").unwrap());

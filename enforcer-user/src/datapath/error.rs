@@ -164,6 +164,18 @@ pub enum DatapathError {
         error: MapError,
     },
 
+    #[error(
+        "the new tables are active (CONFIG.active_slot {slot}) but bumping CONFIG.generation \
+         from {generation} failed: {}; established flows were not re-checked against them and \
+         keep their old verdicts until the next successful write",
+        chain(error)
+    )]
+    GenerationBump {
+        slot: u32,
+        generation: u32,
+        error: MapError,
+    },
+
     #[error("invalid entry for map `{map}`: {detail}; nothing was written")]
     InvalidEntry { map: &'static str, detail: String },
 

@@ -8,10 +8,23 @@
 //! 3. delete leftovers of slot `1 - s` (an interrupted earlier write);
 //! 4. write every entry, re-slotted to `1 - s`; on any error delete what was written and
 //!    return it: `CONFIG` was not touched, so the old policy stays in force;
-//! 5. flip: write `CONFIG {active_slot: 1 - s, generation: g + 1, flags}` in one update;
+//! 5. flip, in the order `docs/datapath-kernel.md` ("The flip and torn reads") requires,
+//!    since the kernel copies `CONFIG` with a plain `memcpy` while programs read
+//!    `active_slot` and `generation` with one 8-byte load and `flags` with another:
+//!    a. only if the new tables need a table flag the old ones lack (`CONFIG_SRC_PORTS`):
+//!       `{s, g, old flags | new table flags}` (table flags are set early: with the
+//!       per-slot source-port catch-all the old tables answer class 0, as if unset);
+//!    b. `{1 - s, g, same flags}`: the flip proper; one byte changes, so no packet sees a
+//!       torn slot: new flows use the new tables from here on;
+//!    c. `{1 - s, g + 1, new flags}`: the generation bump (established flows are re-checked
+//!       against the new tables) and table flags the new tables no longer need cleared late;
 //! 6. wait a short grace period (packets that read the old slot finish their lookups), then
 //!    delete slot `s`'s entries. Failures here are reported, not fatal: the new policy is in
 //!    force and the leftovers are cleared by step 3 of the next write.
+//!
+//! If (a) or (b) fails, the previous `CONFIG` is restored and the new slot deleted: the old
+//! policy stays in force. If (c) fails, the new tables are active for new flows but existing
+//! flows keep their old verdicts until the next successful write; the error says so.
 //!
 //! Every write rewrites the whole table set into the inactive slot, even for maps whose entries
 //! did not change, because the slots alternate: "only what changed" holds at the level of the
@@ -420,20 +433,44 @@ pub fn program(
         }
     }
 
+    let table_flags = entries.config_flags & TABLE_FLAGS;
+    let early_flags = previous.flags | table_flags;
     let config = Config {
         active_slot: target,
         generation: previous.generation.wrapping_add(1),
-        flags: (previous.flags & !TABLE_FLAGS) | (entries.config_flags & TABLE_FLAGS),
+        flags: (previous.flags & !TABLE_FLAGS) | table_flags,
         _pad: 0,
     };
-    if let Err(error) = t.config.set(&config) {
-        let mut cleanup_failed = false;
-        for step in &mut steps {
-            cleanup_failed |= !step.unwrite();
+    let mut pre_flip = Vec::with_capacity(2);
+    if early_flags != previous.flags {
+        pre_flip.push(Config {
+            flags: early_flags,
+            ..previous
+        });
+    }
+    pre_flip.push(Config {
+        active_slot: target,
+        flags: early_flags,
+        ..previous
+    });
+    for c in &pre_flip {
+        if let Err(error) = t.config.set(c) {
+            // The failed update did not happen; undo an earlier one, if any.
+            let mut cleanup_failed = t.config.set(&previous).is_err();
+            for step in &mut steps {
+                cleanup_failed |= !step.unwrite();
+            }
+            return Err(DatapathError::Write {
+                map: maps::CONFIG,
+                cleanup_failed,
+                error,
+            });
         }
-        return Err(DatapathError::Write {
-            map: maps::CONFIG,
-            cleanup_failed,
+    }
+    if let Err(error) = t.config.set(&config) {
+        return Err(DatapathError::GenerationBump {
+            slot: target,
+            generation: previous.generation,
             error,
         });
     }
@@ -606,7 +643,12 @@ pub(crate) mod mem {
     #[derive(Default)]
     pub struct MemConfig {
         pub config: Config,
-        pub fail: bool,
+        /// Every successful update, in order.
+        pub history: Vec<Config>,
+        /// Updates attempted so far.
+        pub attempts: usize,
+        /// The attempt (0-based) that fails, once.
+        pub fail_attempt: Option<usize>,
     }
 
     impl ConfigCell for MemConfig {
@@ -614,10 +656,13 @@ pub(crate) mod mem {
             Ok(self.config)
         }
         fn set(&mut self, config: &Config) -> Result<(), MapError> {
-            if self.fail {
+            let attempt = self.attempts;
+            self.attempts += 1;
+            if self.fail_attempt == Some(attempt) {
                 return Err(syscall_error(libc::EIO));
             }
             self.config = *config;
+            self.history.push(*config);
             Ok(())
         }
     }
@@ -872,7 +917,8 @@ mod tests {
         let mut t = MemTables::new(100);
         ok(&mut t, &sample(0, 0));
         let before = t.slot(1);
-        t.config.fail = true;
+        // sample(0, 1) needs CONFIG_SRC_PORTS: the early flag write goes, the flip fails.
+        t.config.fail_attempt = Some(t.config.attempts + 1);
         let err = program(
             t.tables(),
             &sample(0, 1),
@@ -891,6 +937,59 @@ mod tests {
         );
         assert_eq!(t.slot(1), before);
         assert_eq!(t.slot(0), MapEntries::default());
+        let c = t.config.config;
+        assert_eq!(
+            (c.active_slot, c.generation, c.flags),
+            (1, 1, 0),
+            "CONFIG restored"
+        );
+    }
+
+    #[test]
+    fn a_failed_generation_bump_says_the_new_tables_are_active() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0));
+        t.config.fail_attempt = Some(t.config.attempts + 1);
+        let err = program(
+            t.tables(),
+            &sample(0, 2),
+            &Limits::default(),
+            Duration::ZERO,
+        );
+        let Err(e @ DatapathError::GenerationBump { .. }) = err else {
+            panic!("expected a generation bump error, got {err:?}");
+        };
+        assert!(e.to_string().contains("re-checked"), "{e}");
+        assert_eq!(t.config.config.active_slot, 0);
+        assert_eq!(t.slot(0), sample(0, 2));
+        // The next write recovers.
+        let r = ok(&mut t, &sample(0, 0));
+        assert_eq!((r.config.active_slot, r.config.generation), (1, 2));
+    }
+
+    #[test]
+    fn the_flip_writes_the_slot_then_the_generation() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0));
+        let c = |active_slot, generation, flags| Config {
+            active_slot,
+            generation,
+            flags,
+            _pad: 0,
+        };
+        assert_eq!(t.config.history, vec![c(1, 0, 0), c(1, 1, 0)]);
+        // Turning CONFIG_SRC_PORTS on: set before the flip.
+        t.config.history.clear();
+        ok(&mut t, &sample(0, 1));
+        let on = CONFIG_SRC_PORTS;
+        assert_eq!(
+            t.config.history,
+            vec![c(1, 1, on), c(0, 1, on), c(0, 2, on)]
+        );
+        // Turning it off: cleared with the generation bump, after the flip.
+        t.config.history.clear();
+        ok(&mut t, &sample(0, 0));
+        assert_eq!(t.config.history, vec![c(1, 2, on), c(1, 3, 0)]);
     }
 
     #[test]

@@ -13,10 +13,15 @@
 
 mod entity;
 mod trace;
+#[cfg(test)]
+mod tests;
 
 use std::{cmp::Ordering, net::IpAddr, str::FromStr};
 
-pub use entity::{Endpoint, EntityRef, endpoint_labels, namespace_labels, service_account_labels};
+pub use entity::{
+    Endpoint, EntityRef, RuleSelector, endpoint_labels, entities_at, namespace_labels,
+    namespace_selector_matches, service_account_labels, service_account_matches,
+};
 pub use trace::{
     Decision, DirectionTrace, EndpointInfo, Explanation, FlowSummary, PolicyTrace, RuleHit,
     RuleRef, StagedTrace, TierOutcome, TierTrace, Verdict,

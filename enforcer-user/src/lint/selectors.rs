@@ -5,9 +5,8 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    evaluator::{EntityRef, namespace_labels, service_account_labels},
-    model::{Direction, EntityRule, Inventory, Labels, Policy, PolicyKind, ServiceAccountMatch},
-    selector::Selector,
+    evaluator::{EntityRef, RuleSelector, namespace_selector_matches},
+    model::{Direction, EntityRule, Inventory, Policy, PolicyKind},
 };
 
 use super::{LintCode, Selection, Warning};
@@ -22,55 +21,6 @@ fn entities(inv: &Inventory) -> Vec<EntityRef<'_>> {
         .chain(inv.host_endpoints.iter().map(EntityRef::Host))
         .chain(inv.network_sets.iter().map(EntityRef::NetworkSet))
         .collect()
-}
-
-/// Calico's namespaceSelector evaluation (the evaluator's `namespace_selector_matches`):
-/// keys look at the namespace's labels, `all()` means "any namespaced entity" and `global()`
-/// "any global entity".
-fn nss_matches(inv: &Inventory, sel: &Selector, namespace: Option<&str>) -> bool {
-    match namespace {
-        Some(ns) => sel.evaluate_with(&namespace_labels(inv, ns), true, false),
-        None => sel.evaluate_with(&Labels::new(), false, true),
-    }
-}
-
-/// Whether a rule side's selector, namespaceSelector and serviceAccounts pick an entity
-/// (the evaluator's `RuleSelector::picks`): a Kubernetes policy's peers are pods; without a
-/// namespaceSelector a namespaced policy sees its own namespace.
-fn picks(inv: &Inventory, policy: &Policy, er: &EntityRule, e: &EntityRef<'_>) -> bool {
-    if policy.kind == PolicyKind::KubernetesNetworkPolicy && !matches!(e, EntityRef::Pod(_)) {
-        return false;
-    }
-    let in_namespace = match (&er.namespace_selector, &policy.namespace) {
-        (Some(sel), _) => nss_matches(inv, sel, e.namespace()),
-        (None, Some(pns)) => e.namespace() == Some(pns.as_str()),
-        (None, None) => true,
-    };
-    in_namespace
-        && er
-            .selector
-            .as_ref()
-            .is_none_or(|s| s.evaluate(&e.labels(), e.namespace().is_none()))
-        && er
-            .service_accounts
-            .as_ref()
-            .is_none_or(|sa| sa_matches(inv, sa, e))
-}
-
-fn sa_matches(inv: &Inventory, sa: &ServiceAccountMatch, e: &EntityRef<'_>) -> bool {
-    let pod = match e {
-        EntityRef::Pod(p) => Some(*p),
-        _ => None,
-    };
-    if !sa.names.is_empty() && !pod.is_some_and(|p| sa.names.contains(&p.service_account)) {
-        return false;
-    }
-    sa.selector.as_ref().is_none_or(|s| {
-        let labels = pod
-            .map(|p| service_account_labels(inv, &p.namespace, &p.service_account))
-            .unwrap_or_default();
-        s.evaluate_with(&labels, true, e.namespace().is_none())
-    })
 }
 
 /// Every namespace name the inventory knows (Namespace objects and pods' namespaces).
@@ -151,11 +101,11 @@ fn entity_rule_problem(
         // A namespaceSelector alone: it must match some namespace (or, through global(),
         // some global entity).
         let sel = nss?;
-        let any_ns = namespaces.iter().any(|ns| nss_matches(inv, sel, Some(ns)));
+        let any_ns = namespaces.iter().any(|ns| namespace_selector_matches(inv, sel, Some(ns)));
         let any_global = p.kind != PolicyKind::KubernetesNetworkPolicy
             && ents
                 .iter()
-                .any(|e| e.namespace().is_none() && nss_matches(inv, sel, None));
+                .any(|e| e.namespace().is_none() && namespace_selector_matches(inv, sel, None));
         return (!any_ns && !any_global).then(|| {
             format!(
                 "namespaceSelector `{}` matches no namespace in the loaded files",
@@ -163,7 +113,8 @@ fn entity_rule_problem(
             )
         });
     }
-    let hit = ents.iter().any(|e| picks(inv, p, er, e));
+    let rule_selector = RuleSelector::new(p, er);
+    let hit = ents.iter().any(|e| rule_selector.picks(inv, e));
     if hit {
         return None;
     }
