@@ -89,6 +89,10 @@ pub type PortData = [u8; 8];
 pub const PORT_KEY_FIXED_BITS: u32 = 48;
 pub const PORT_KIND_DST: u8 = 0;
 pub const PORT_KIND_SRC: u8 = 1;
+/// The port class a `PORTS` miss stands for, destination or source: the protocols and ports
+/// no rule names. (A `PEER_*` miss, unlike this, means the slot has no tables: the datapath
+/// denies the flow, so userspace installs a catch-all peer prefix per slot.)
+pub const PORT_CLASS_ON_MISS: u32 = 0;
 /// Bits of `PeerV4Data`/`PeerV6Data` before the address: the slot.
 pub const PEER_KEY_FIXED_BITS: u32 = 32;
 

@@ -9,16 +9,18 @@
 //! 3. `VERDICTS` exact, then the row default `(set, peer, ANY)`, then the set default
 //!    `(set, ANY, ANY)`.
 //!
-//! Userspace installs catch-all prefixes for every slot it fills (peer: prefix length 32 =
-//! the slot alone; ports: 40 = slot and kind), so a trie miss means "no tables for this
-//! slot": like a `VERDICTS` miss it denies the flow (`REASON_DENY_NO_VERDICT`, fail closed).
+//! A `PORTS` miss is class `PORT_CLASS_ON_MISS` (0): the protocols and ports no rule names,
+//! for which the compiler installs no prefix. A `PEER_*` miss means "no tables for this
+//! slot" (userspace installs a catch-all peer prefix, length 32 = the slot alone, for every
+//! slot it fills): like a `VERDICTS` miss it denies the flow (`REASON_DENY_NO_VERDICT`, fail
+//! closed). An empty slot is caught either way: it has no verdicts.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use enforcer_common::{
     ACTION_ALLOW, ANY, CONFIG_SRC_PORTS, CtValue, DIR_INGRESS, EndpointValue, MAX_RULE_COUNTERS,
-    PEER_KEY_FIXED_BITS, PORT_KIND_DST, PORT_KIND_SRC, PeerV4Data, PeerV6Data, PortData,
-    REASON_ALLOW_POLICY, REASON_CT_FULL, REASON_DENY_NO_VERDICT, REASON_DENY_POLICY, VerdictKey,
-    VerdictValue,
+    PEER_KEY_FIXED_BITS, PORT_CLASS_ON_MISS, PORT_KIND_DST, PORT_KIND_SRC, PeerV4Data, PeerV6Data,
+    PortData, REASON_ALLOW_POLICY, REASON_CT_FULL, REASON_DENY_NO_VERDICT, REASON_DENY_POLICY,
+    VerdictKey, VerdictValue,
 };
 
 use crate::{
@@ -79,11 +81,11 @@ pub(crate) fn judge(
         (endpoint.egress_set, &subject.dst)
     };
     let peer_class = peer_class(slot, subject.family, peer)?;
-    let dst_class = port_class(slot, PORT_KIND_DST, subject.protocol, subject.policy_port)?;
+    let dst_class = port_class(slot, PORT_KIND_DST, subject.protocol, subject.policy_port);
     let src_class = if config.flags & CONFIG_SRC_PORTS != 0 {
-        port_class(slot, PORT_KIND_SRC, subject.protocol, subject.src_port)?
+        port_class(slot, PORT_KIND_SRC, subject.protocol, subject.src_port)
     } else {
-        0
+        PORT_CLASS_ON_MISS
     };
     let port_class = (dst_class << 16) | (src_class & 0xffff);
     verdict(slot, set, peer_class, port_class)
@@ -107,13 +109,16 @@ fn peer_class(slot: u32, family: u8, addr: &[u8; 16]) -> Option<u32> {
 }
 
 #[inline(always)]
-fn port_class(slot: u32, kind: u8, protocol: u8, port: u16) -> Option<u32> {
+fn port_class(slot: u32, kind: u8, protocol: u8, port: u16) -> u32 {
     let slot = slot.to_be_bytes();
     let port = port.to_be_bytes();
     let data: PortData = [
         slot[0], slot[1], slot[2], slot[3], kind, protocol, port[0], port[1],
     ];
-    PORTS.get(Key::new(PORT_KEY_BITS, data)).copied()
+    PORTS
+        .get(Key::new(PORT_KEY_BITS, data))
+        .copied()
+        .unwrap_or(PORT_CLASS_ON_MISS)
 }
 
 #[inline(always)]

@@ -23,9 +23,9 @@ use crate::{
     compile::EndpointId,
     evaluator::{DEFAULT_ALLOW_PROFILE, Failsafe, Options, Packet},
     model::{
-        Action, Direction, EntityRule, HostEndpoint, IcmpMatch, Inventory, Labels, NamedPort, Namespace,
-        NetworkSet, Origin, Pod, Policy, PolicyKind, PortSpec, Protocol, Rule, ServiceAccount,
-        ServiceAccountMatch, StagedAction, Tier, TierDefault, default_calico_types,
+        Action, Direction, EntityRule, HostEndpoint, IcmpMatch, Inventory, Labels, NamedPort,
+        Namespace, NetworkSet, Origin, Pod, Policy, PolicyKind, PortSpec, Protocol, Rule,
+        ServiceAccount, ServiceAccountMatch, StagedAction, Tier, TierDefault, default_calico_types,
         default_kubernetes_types,
     },
     selector::Selector,
@@ -96,8 +96,12 @@ pub const NAMESPACE_SELECTORS: &[&str] = &[
 ];
 
 /// Service-account selectors.
-pub const SERVICE_ACCOUNT_SELECTORS: &[&str] =
-    &["role == 'admin'", "all()", "!has(role)", "projectcalico.org/name == 'sa1'"];
+pub const SERVICE_ACCOUNT_SELECTORS: &[&str] = &[
+    "role == 'admin'",
+    "all()",
+    "!has(role)",
+    "projectcalico.org/name == 'sa1'",
+];
 
 const PROTOCOLS: &[u8] = &[6, 17, 132, 1, 58, 136, 47, 6, 17, 6];
 const PORT_POOL: &[u16] = &[0, 1, 22, 53, 79, 80, 81, 443, 1000, 1024, 8080, 9090, 65535];
@@ -131,7 +135,10 @@ fn selector(pool: &[&str], i: usize) -> Selector {
     Selector::parse(pick(pool, i)).unwrap_or_default()
 }
 
-fn opt<T: std::fmt::Debug + Clone>(s: impl Strategy<Value = T>, none_weight: u32) -> impl Strategy<Value = Option<T>> {
+fn opt<T: std::fmt::Debug + Clone>(
+    s: impl Strategy<Value = T>,
+    none_weight: u32,
+) -> impl Strategy<Value = Option<T>> {
     prop_oneof![none_weight => Just(None), 1 => s.prop_map(Some)]
 }
 
@@ -145,12 +152,18 @@ pub struct NetSeed {
 }
 
 fn net_seed() -> impl Strategy<Value = NetSeed> {
-    (prop::bool::weighted(0.35), any::<usize>(), 0u8..3, any::<u8>()).prop_map(|(v6, len, subnet, host)| NetSeed {
-        v6,
-        len,
-        subnet,
-        host,
-    })
+    (
+        prop::bool::weighted(0.35),
+        any::<usize>(),
+        0u8..3,
+        any::<u8>(),
+    )
+        .prop_map(|(v6, len, subnet, host)| NetSeed {
+            v6,
+            len,
+            subnet,
+            host,
+        })
 }
 
 fn v4_addr(subnet: u8, host: u8) -> Ipv4Addr {
@@ -162,7 +175,16 @@ fn v4_addr(subnet: u8, host: u8) -> Ipv4Addr {
 
 fn v6_addr(subnet: u8, host: u8) -> Ipv6Addr {
     match subnet {
-        0 | 1 => Ipv6Addr::new(0xfd00, 0x198, 0x18, u16::from(subnet), 0, 0, 0, u16::from(host)),
+        0 | 1 => Ipv6Addr::new(
+            0xfd00,
+            0x198,
+            0x18,
+            u16::from(subnet),
+            0,
+            0,
+            0,
+            u16::from(host),
+        ),
         _ => Ipv6Addr::new(0xfd00, 0x198, 0x19, 0, 0, 0, 0, u16::from(host)),
     }
 }
@@ -170,10 +192,14 @@ fn v6_addr(subnet: u8, host: u8) -> Ipv6Addr {
 fn make_net(s: NetSeed) -> IpNet {
     if s.v6 {
         let len = pick(&[0u8, 32, 47, 48, 63, 64, 120, 124, 126, 127, 128], s.len);
-        IpNet::new(IpAddr::V6(v6_addr(s.subnet, s.host)), len).unwrap_or_default().trunc()
+        IpNet::new(IpAddr::V6(v6_addr(s.subnet, s.host)), len)
+            .unwrap_or_default()
+            .trunc()
     } else {
         let len = pick(&[0u8, 8, 15, 16, 23, 24, 25, 26, 28, 30, 31, 32], s.len);
-        IpNet::new(IpAddr::V4(v4_addr(s.subnet, s.host)), len).unwrap_or_default().trunc()
+        IpNet::new(IpAddr::V4(v4_addr(s.subnet, s.host)), len)
+            .unwrap_or_default()
+            .trunc()
     }
 }
 
@@ -189,6 +215,9 @@ pub struct PodSeed {
     r: u8,
     ports: Vec<(usize, usize, usize)>,
     host_network: bool,
+    /// A replica of an earlier pod (same namespace, labels, service account and ports), as
+    /// pods of one deployment are.
+    replica_of: Option<Index>,
 }
 
 fn pod_seed() -> impl Strategy<Value = PodSeed> {
@@ -203,19 +232,25 @@ fn pod_seed() -> impl Strategy<Value = PodSeed> {
         0u8..16,
         prop::collection::vec((0usize..3, any::<usize>(), 0usize..3), 0..=2),
         prop::bool::weighted(0.08),
+        opt(any::<Index>(), 2),
     )
-        .prop_map(|(ns, app, tier, env, sa1, ip_mode, subnet, r, ports, host_network)| PodSeed {
-            ns,
-            app,
-            tier,
-            env,
-            sa1,
-            ip_mode,
-            subnet,
-            r,
-            ports,
-            host_network,
-        })
+        .prop_map(
+            |(ns, app, tier, env, sa1, ip_mode, subnet, r, ports, host_network, replica_of)| {
+                PodSeed {
+                    ns,
+                    app,
+                    tier,
+                    env,
+                    sa1,
+                    ip_mode,
+                    subnet,
+                    r,
+                    ports,
+                    host_network,
+                    replica_of,
+                }
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -252,7 +287,16 @@ fn entity_seed(port_weight: u32) -> impl Strategy<Value = EntitySeed> {
         opt((0u8..4, opt(any::<usize>(), 1)), 15),
     )
         .prop_map(
-            |(nets, not_nets, selector, not_selector, namespace_selector, ports, not_ports, service_accounts)| {
+            |(
+                nets,
+                not_nets,
+                selector,
+                not_selector,
+                namespace_selector,
+                ports,
+                not_ports,
+                service_accounts,
+            )| {
                 EntitySeed {
                     nets,
                     not_nets,
@@ -291,15 +335,17 @@ fn rule_seed() -> impl Strategy<Value = RuleSeed> {
         entity_seed(1),
     )
         .prop_map(
-            |(action, protocol, not_protocol, icmp, not_icmp, ip_version, source, destination)| RuleSeed {
-                action,
-                protocol,
-                not_protocol,
-                icmp,
-                not_icmp,
-                ip_version,
-                source,
-                destination,
+            |(action, protocol, not_protocol, icmp, not_icmp, ip_version, source, destination)| {
+                RuleSeed {
+                    action,
+                    protocol,
+                    not_protocol,
+                    icmp,
+                    not_icmp,
+                    ip_version,
+                    source,
+                    destination,
+                }
             },
         )
 }
@@ -367,7 +413,14 @@ fn policy_seed() -> impl Strategy<Value = PolicySeed> {
 }
 
 /// (role, app, has IPv6, default-allow profile, `*` interface, named ports).
-type HepSeed = (usize, Option<usize>, bool, bool, bool, Vec<(usize, usize, usize)>);
+type HepSeed = (
+    usize,
+    Option<usize>,
+    bool,
+    bool,
+    bool,
+    Vec<(usize, usize, usize)>,
+);
 /// (namespace, kind label, app label, nets).
 type SetSeed = (Option<usize>, usize, Option<usize>, Vec<NetSeed>);
 
@@ -399,21 +452,28 @@ fn inventory_seed() -> impl Strategy<Value = InventorySeed> {
             0..=2,
         ),
         prop::collection::vec(
-            (opt(any::<usize>(), 1), 0usize..2, opt(0usize..3, 1), prop::collection::vec(net_seed(), 1..=3)),
+            (
+                opt(any::<usize>(), 1),
+                0usize..2,
+                opt(0usize..3, 1),
+                prop::collection::vec(net_seed(), 1..=3),
+            ),
             0..=3,
         ),
         prop::collection::vec((any::<usize>(), any::<bool>()), 0..=2),
         prop::collection::vec(policy_seed(), 1..=8),
     )
-        .prop_map(|(namespaces, sa_roles, pods, heps, sets, tiers, policies)| InventorySeed {
-            namespaces,
-            sa_roles,
-            pods,
-            heps,
-            sets,
-            tiers,
-            policies,
-        })
+        .prop_map(
+            |(namespaces, sa_roles, pods, heps, sets, tiers, policies)| InventorySeed {
+                namespaces,
+                sa_roles,
+                pods,
+                heps,
+                sets,
+                tiers,
+                policies,
+            },
+        )
 }
 
 fn named_ports(seeds: &[(usize, usize, usize)]) -> Vec<NamedPort> {
@@ -439,11 +499,20 @@ fn entity(s: &EntitySeed, k8s: bool) -> EntityRule {
     let mut er = EntityRule {
         nets: s.nets.iter().copied().map(make_net).collect(),
         not_nets: s.not_nets.iter().copied().map(make_net).collect(),
-        selector: s
-            .selector
-            .map(|i| selector(if k8s { POD_SELECTORS } else { ENDPOINT_SELECTORS }, i)),
+        selector: s.selector.map(|i| {
+            selector(
+                if k8s {
+                    POD_SELECTORS
+                } else {
+                    ENDPOINT_SELECTORS
+                },
+                i,
+            )
+        }),
         not_selector: s.not_selector.map(|i| selector(ENDPOINT_SELECTORS, i)),
-        namespace_selector: s.namespace_selector.map(|i| selector(NAMESPACE_SELECTORS, i)),
+        namespace_selector: s
+            .namespace_selector
+            .map(|i| selector(NAMESPACE_SELECTORS, i)),
         ports: s.ports.iter().map(port).collect(),
         not_ports: s.not_ports.iter().map(port).collect(),
         service_accounts: s.service_accounts.map(|(names, sel)| ServiceAccountMatch {
@@ -498,7 +567,9 @@ fn rule(s: &RuleSeed, k8s: bool, egress: bool) -> Rule {
         annotations: BTreeMap::new(),
     };
     if k8s {
-        r.protocol = r.protocol.map(|p| if p.has_ports() { p } else { Protocol::TCP });
+        r.protocol = r
+            .protocol
+            .map(|p| if p.has_ports() { p } else { Protocol::TCP });
         r.not_protocol = None;
         r.icmp = None;
         r.not_icmp = None;
@@ -512,9 +583,15 @@ fn rule(s: &RuleSeed, k8s: bool, egress: bool) -> Rule {
         let ports = std::mem::take(&mut local.ports);
         *local = EntityRule::default();
         if egress {
-            peer.ports = ports.into_iter().chain(std::mem::take(&mut peer.ports)).collect();
+            peer.ports = ports
+                .into_iter()
+                .chain(std::mem::take(&mut peer.ports))
+                .collect();
         } else {
-            local.ports = ports.into_iter().chain(std::mem::take(&mut peer.ports)).collect();
+            local.ports = ports
+                .into_iter()
+                .chain(std::mem::take(&mut peer.ports))
+                .collect();
         }
     }
     r
@@ -522,7 +599,9 @@ fn rule(s: &RuleSeed, k8s: bool, egress: bool) -> Rule {
 
 fn build(seed: &InventorySeed) -> Inventory {
     let mut inv = Inventory::default();
-    let ns_names: Vec<String> = (0..seed.namespaces.len()).map(|i| format!("ns{i}")).collect();
+    let ns_names: Vec<String> = (0..seed.namespaces.len())
+        .map(|i| format!("ns{i}"))
+        .collect();
     for (i, (team, env)) in seed.namespaces.iter().enumerate() {
         inv.namespaces.push(Namespace {
             name: ns_names[i].clone(),
@@ -570,6 +649,15 @@ fn build(seed: &InventorySeed) -> Inventory {
             ips,
             origin: origin(1),
         });
+        if let Some(of) = p.replica_of.filter(|_| i > 0)
+            && let Some(original) = inv.pods.get(of.index(i)).cloned()
+            && let Some(pod) = inv.pods.last_mut()
+        {
+            pod.namespace = original.namespace;
+            pod.labels = original.labels;
+            pod.service_account = original.service_account;
+            pod.ports = original.ports;
+        }
     }
     for (i, (role, app, v6, allow, star, ports)) in seed.heps.iter().enumerate() {
         let h = i as u8 + 1;
@@ -579,11 +667,18 @@ fn build(seed: &InventorySeed) -> Inventory {
         }
         inv.host_endpoints.push(HostEndpoint {
             name: format!("hep{i}"),
-            labels: labels(&[("role", Some(["node", "edge"][*role])), ("app", app.map(|a| ["a", "b", "c"][a]))]),
+            labels: labels(&[
+                ("role", Some(["node", "edge"][*role])),
+                ("app", app.map(|a| ["a", "b", "c"][a])),
+            ]),
             node: Some("node1".to_string()),
             interface_name: Some(if *star { "*" } else { "eth0" }.to_string()),
             expected_ips,
-            profiles: if *allow { vec![DEFAULT_ALLOW_PROFILE.to_string()] } else { Vec::new() },
+            profiles: if *allow {
+                vec![DEFAULT_ALLOW_PROFILE.to_string()]
+            } else {
+                Vec::new()
+            },
             ports: named_ports(ports),
             origin: origin(1),
         });
@@ -592,7 +687,10 @@ fn build(seed: &InventorySeed) -> Inventory {
         inv.network_sets.push(NetworkSet {
             namespace: ns.map(|n| ns_names[n % ns_names.len()].clone()),
             name: format!("set{i}"),
-            labels: labels(&[("kind", Some(["feed", "partner"][*kind])), ("app", app.map(|a| ["a", "b", "c"][a]))]),
+            labels: labels(&[
+                ("kind", Some(["feed", "partner"][*kind])),
+                ("app", app.map(|a| ["a", "b", "c"][a])),
+            ]),
             nets: nets.iter().copied().map(make_net).collect(),
             origin: origin(1),
         });
@@ -600,8 +698,22 @@ fn build(seed: &InventorySeed) -> Inventory {
     for (i, (order, pass)) in seed.tiers.iter().enumerate() {
         inv.tiers.push(Tier {
             name: format!("t{i}"),
-            order: pick(&[None, Some(100.0), Some(100.0), Some(500.0), Some(1_000_000.0), Some(2_000_000.0)], *order),
-            default_action: if *pass { TierDefault::Pass } else { TierDefault::Deny },
+            order: pick(
+                &[
+                    None,
+                    Some(100.0),
+                    Some(100.0),
+                    Some(500.0),
+                    Some(1_000_000.0),
+                    Some(2_000_000.0),
+                ],
+                *order,
+            ),
+            default_action: if *pass {
+                TierDefault::Pass
+            } else {
+                TierDefault::Deny
+            },
             origin: Some(origin(1)),
         });
     }
@@ -617,15 +729,26 @@ fn build(seed: &InventorySeed) -> Inventory {
         let k8s = kind == PolicyKind::KubernetesNetworkPolicy;
         let namespace = (!kind.is_global()).then(|| ns_names[s.ns % ns_names.len()].clone());
         let mut name = format!("p{}", s.name);
-        if !seen.insert((kind.kind_name().to_string(), namespace.clone(), name.clone())) {
+        if !seen.insert((
+            kind.kind_name().to_string(),
+            namespace.clone(),
+            name.clone(),
+        )) {
             name = format!("p{}-{i}", s.name);
-            seen.insert((kind.kind_name().to_string(), namespace.clone(), name.clone()));
+            seen.insert((
+                kind.kind_name().to_string(),
+                namespace.clone(),
+                name.clone(),
+            ));
         }
         let ingress: Vec<Rule> = s.ingress.iter().map(|r| rule(r, k8s, false)).collect();
         let egress: Vec<Rule> = s.egress.iter().map(|r| rule(r, k8s, true)).collect();
         let (types, types_explicit) = match s.types {
             0 if k8s => (default_kubernetes_types(!egress.is_empty()), false),
-            0 => (default_calico_types(!ingress.is_empty(), !egress.is_empty()), false),
+            0 => (
+                default_calico_types(!ingress.is_empty(), !egress.is_empty()),
+                false,
+            ),
             1 => (vec![Direction::Ingress], true),
             2 => (vec![Direction::Egress], true),
             3 => (vec![Direction::Egress, Direction::Ingress], true),
@@ -650,22 +773,37 @@ fn build(seed: &InventorySeed) -> Inventory {
             order: if k8s {
                 Some(1000.0)
             } else {
-                pick(&[None, Some(1.0), Some(10.0), Some(100.0), Some(100.0), Some(1000.0)], s.order)
+                pick(
+                    &[
+                        None,
+                        Some(1.0),
+                        Some(10.0),
+                        Some(100.0),
+                        Some(100.0),
+                        Some(1000.0),
+                    ],
+                    s.order,
+                )
             },
             selector: if k8s && s.selector % 2 == 0 {
                 Selector::all()
             } else {
-                selector(if k8s { POD_SELECTORS } else { POLICY_SELECTORS }, s.selector)
+                selector(
+                    if k8s { POD_SELECTORS } else { POLICY_SELECTORS },
+                    s.selector,
+                )
             },
             namespace_selector: if kind.is_global() {
-                s.namespace_selector.map(|i| selector(NAMESPACE_SELECTORS, i))
+                s.namespace_selector
+                    .map(|i| selector(NAMESPACE_SELECTORS, i))
             } else {
                 None
             },
             service_account_selector: if k8s {
                 None
             } else {
-                s.service_account_selector.map(|i| selector(SERVICE_ACCOUNT_SELECTORS, i))
+                s.service_account_selector
+                    .map(|i| selector(SERVICE_ACCOUNT_SELECTORS, i))
             },
             types,
             types_explicit,
@@ -674,7 +812,11 @@ fn build(seed: &InventorySeed) -> Inventory {
             apply_on_forward: false,
             pre_dnat: false,
             do_not_track: false,
-            staged_action: if kind.is_staged() && s.delete { StagedAction::Delete } else { StagedAction::Set },
+            staged_action: if kind.is_staged() && s.delete {
+                StagedAction::Delete
+            } else {
+                StagedAction::Set
+            },
             origin: origin(i + 1),
         });
     }
@@ -695,7 +837,11 @@ pub fn options() -> impl Strategy<Value = Options> {
         }),
         Just(Options {
             failsafe: Failsafe {
-                inbound: vec![(Protocol::TCP, 22), (Protocol::UDP, 53), (Protocol::TCP, 22)],
+                inbound: vec![
+                    (Protocol::TCP, 22),
+                    (Protocol::UDP, 53),
+                    (Protocol::TCP, 22)
+                ],
                 outbound: vec![(Protocol::UDP, 53), (Protocol::SCTP, 80)],
             }
         }),
@@ -737,7 +883,20 @@ pub fn probe_seed() -> impl Strategy<Value = ProbeSeed> {
         (any::<usize>(), 0u8..3),
     )
         .prop_map(
-            |(endpoint, ingress, v6, peer_kind, peer, offset, random, protocol, random_protocol, dst_port, src_port, icmp)| {
+            |(
+                endpoint,
+                ingress,
+                v6,
+                peer_kind,
+                peer,
+                offset,
+                random,
+                protocol,
+                random_protocol,
+                dst_port,
+                src_port,
+                icmp,
+            )| {
                 ProbeSeed {
                     endpoint,
                     ingress,
@@ -765,27 +924,151 @@ pub struct Probe {
     pub packet: Packet,
 }
 
+/// The protocol and ports of a packet, without addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketShape {
+    pub protocol: Protocol,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+}
+
+/// Packet shapes: mostly TCP and UDP to ports near rule boundaries.
+pub fn packet_shape() -> impl Strategy<Value = PacketShape> {
+    (
+        0usize..11,
+        any::<u8>(),
+        any::<usize>(),
+        any::<usize>(),
+        any::<usize>(),
+        0u8..3,
+    )
+        .prop_map(|(p, random, dport, sport, itype, icode)| {
+            let protocol = if p < PROTOCOLS.len() {
+                Protocol(PROTOCOLS[p])
+            } else {
+                Protocol(random)
+            };
+            let is_icmp = protocol == Protocol::ICMP || protocol == Protocol::ICMPV6;
+            PacketShape {
+                protocol,
+                src_port: protocol.has_ports().then(|| pick(PROBE_PORTS, sport)),
+                dst_port: protocol.has_ports().then(|| pick(PROBE_PORTS, dport)),
+                icmp_type: is_icmp.then(|| pick(ICMP_TYPES, itype)),
+                icmp_code: is_icmp.then_some(icode),
+            }
+        })
+}
+
 /// A generated test case.
 #[derive(Debug, Clone)]
 pub struct Case {
     pub inventory: Inventory,
     pub options: Options,
+    /// Random probes.
     pub probes: Vec<ProbeSeed>,
+    /// Shapes for [`sweep`]: every endpoint against every endpoint address.
+    pub shapes: Vec<PacketShape>,
 }
 
-/// Random cases with `probes` probe seeds each.
-pub fn case(probes: usize) -> impl Strategy<Value = Case> {
-    (inventory(), options(), prop::collection::vec(probe_seed(), probes)).prop_map(|(inventory, options, probes)| Case {
-        inventory,
-        options,
-        probes,
-    })
+/// Random cases with `probes` probe seeds and `shapes` sweep shapes each.
+pub fn case(probes: usize, shapes: usize) -> impl Strategy<Value = Case> {
+    (
+        inventory(),
+        options(),
+        prop::collection::vec(probe_seed(), probes),
+        prop::collection::vec(packet_shape(), shapes),
+    )
+        .prop_map(|(inventory, options, probes, shapes)| Case {
+            inventory,
+            options,
+            probes,
+            shapes,
+        })
+}
+
+/// Probes from every policed endpoint, in both directions, to every pod and host endpoint
+/// address of the same family (its own excepted), with each shape.
+pub fn sweep(inv: &Inventory, shapes: &[PacketShape]) -> Vec<Probe> {
+    let mut locals: Vec<(EndpointId, Vec<IpAddr>)> = inv
+        .pods
+        .iter()
+        .filter(|p| !p.host_network)
+        .map(|p| {
+            let id = EndpointId::Pod {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            };
+            (id, p.ips.clone())
+        })
+        .collect();
+    locals.extend(inv.host_endpoints.iter().map(|h| {
+        (
+            EndpointId::Host {
+                name: h.name.clone(),
+            },
+            h.expected_ips.clone(),
+        )
+    }));
+    let peers: Vec<IpAddr> = inv
+        .pods
+        .iter()
+        .flat_map(|p| p.ips.iter())
+        .chain(
+            inv.host_endpoints
+                .iter()
+                .flat_map(|h| h.expected_ips.iter()),
+        )
+        .copied()
+        .collect();
+    let mut out = Vec::new();
+    for (id, own) in &locals {
+        for v6 in [false, true] {
+            let Some(local) = own.iter().copied().find(|a| a.is_ipv6() == v6) else {
+                continue;
+            };
+            for peer in peers
+                .iter()
+                .copied()
+                .filter(|a| a.is_ipv6() == v6 && !own.contains(a))
+            {
+                for direction in [Direction::Ingress, Direction::Egress] {
+                    let (src, dst) = match direction {
+                        Direction::Ingress => (peer, local),
+                        Direction::Egress => (local, peer),
+                    };
+                    for s in shapes {
+                        let icmp = s.protocol == if v6 { Protocol::ICMPV6 } else { Protocol::ICMP };
+                        out.push(Probe {
+                            endpoint: id.clone(),
+                            direction,
+                            packet: Packet {
+                                src,
+                                dst,
+                                protocol: s.protocol,
+                                src_port: s.src_port,
+                                dst_port: s.dst_port,
+                                icmp_type: s.icmp_type.filter(|_| icmp),
+                                icmp_code: s.icmp_code.filter(|_| icmp),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn shift(a: IpAddr, by: i8) -> IpAddr {
     match a {
-        IpAddr::V4(v) => IpAddr::V4(Ipv4Addr::from(u32::from(v).wrapping_add_signed(i32::from(by)))),
-        IpAddr::V6(v) => IpAddr::V6(Ipv6Addr::from(u128::from(v).wrapping_add_signed(i128::from(by)))),
+        IpAddr::V4(v) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(v).wrapping_add_signed(i32::from(by)),
+        )),
+        IpAddr::V6(v) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(v).wrapping_add_signed(i128::from(by)),
+        )),
     }
 }
 
@@ -794,8 +1077,16 @@ fn shift(a: IpAddr, by: i8) -> IpAddr {
 pub fn interesting_addresses(inv: &Inventory, v6: bool) -> Vec<IpAddr> {
     let mut out: BTreeSet<IpAddr> = BTreeSet::new();
     out.extend(inv.pods.iter().flat_map(|p| p.ips.iter().copied()));
-    out.extend(inv.host_endpoints.iter().flat_map(|h| h.expected_ips.iter().copied()));
-    let mut nets: Vec<IpNet> = inv.network_sets.iter().flat_map(|s| s.nets.iter().copied()).collect();
+    out.extend(
+        inv.host_endpoints
+            .iter()
+            .flat_map(|h| h.expected_ips.iter().copied()),
+    );
+    let mut nets: Vec<IpNet> = inv
+        .network_sets
+        .iter()
+        .flat_map(|s| s.nets.iter().copied())
+        .collect();
     for p in &inv.policies {
         for r in p.ingress.iter().chain(&p.egress) {
             for er in [&r.source, &r.destination] {
@@ -827,7 +1118,13 @@ pub fn resolve(inv: &Inventory, seed: &ProbeSeed) -> Option<Probe> {
     }
     for h in &inv.host_endpoints {
         if let Some(a) = fam(&h.expected_ips) {
-            eps.push((EndpointId::Host { name: h.name.clone() }, a, h.expected_ips.clone()));
+            eps.push((
+                EndpointId::Host {
+                    name: h.name.clone(),
+                },
+                a,
+                h.expected_ips.clone(),
+            ));
         }
     }
     if eps.is_empty() {
@@ -838,14 +1135,20 @@ pub fn resolve(inv: &Inventory, seed: &ProbeSeed) -> Option<Probe> {
         .pods
         .iter()
         .flat_map(|p| p.ips.iter())
-        .chain(inv.host_endpoints.iter().flat_map(|h| h.expected_ips.iter()))
+        .chain(
+            inv.host_endpoints
+                .iter()
+                .flat_map(|h| h.expected_ips.iter()),
+        )
         .copied()
         .filter(|a| a.is_ipv6() == v6 && !own.contains(a))
         .collect();
     let boundaries = interesting_addresses(inv, v6);
     let random_in_range = |r: u128| -> IpAddr {
         if v6 {
-            IpAddr::V6(Ipv6Addr::from((0xfd00_0198_0018u128 << 80) | (r & ((1u128 << 80) - 1))))
+            IpAddr::V6(Ipv6Addr::from(
+                (0xfd00_0198_0018u128 << 80) | (r & ((1u128 << 80) - 1)),
+            ))
         } else {
             IpAddr::V4(Ipv4Addr::from(0xc612_0000u32 | (r as u32 & 0x1ffff)))
         }
@@ -870,19 +1173,25 @@ pub fn resolve(inv: &Inventory, seed: &ProbeSeed) -> Option<Probe> {
         _ => Protocol(seed.random_protocol),
     };
     let port = |(pool, i, r): (bool, usize, u16)| if pool { pick(PROBE_PORTS, i) } else { r };
-    let direction = if seed.ingress { Direction::Ingress } else { Direction::Egress };
+    let direction = if seed.ingress {
+        Direction::Ingress
+    } else {
+        Direction::Egress
+    };
     let (src, dst) = match direction {
         Direction::Ingress => (peer, local),
         Direction::Egress => (local, peer),
     };
-    let is_icmp = protocol == Protocol::ICMP || protocol == Protocol::ICMPV6;
+    // The datapath reads type and code of ICMP in IPv4 and ICMPv6 in IPv6 only.
+    let is_icmp = protocol == if v6 { Protocol::ICMPV6 } else { Protocol::ICMP };
     let packet = Packet {
         src,
         dst,
         protocol,
         src_port: protocol.has_ports().then(|| port(seed.src_port)),
         dst_port: protocol.has_ports().then(|| port(seed.dst_port)),
-        icmp_type: is_icmp.then(|| pick(ICMP_TYPES, seed.icmp.0).wrapping_add(u8::from(seed.icmp.1 == 2))),
+        icmp_type: is_icmp
+            .then(|| pick(ICMP_TYPES, seed.icmp.0).wrapping_add(u8::from(seed.icmp.1 == 2))),
         icmp_code: is_icmp.then_some(seed.icmp.1),
     };
     Some(Probe {
@@ -911,7 +1220,11 @@ pub fn describe(inv: &Inventory) -> String {
     }
     let _ = writeln!(s, "pods:");
     for p in &inv.pods {
-        let ports: Vec<String> = p.ports.iter().map(|np| format!("{}={}/{}", np.name, np.port, np.protocol)).collect();
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|np| format!("{}={}/{}", np.name, np.port, np.protocol))
+            .collect();
         let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
         let _ = writeln!(
             s,
@@ -927,7 +1240,11 @@ pub fn describe(inv: &Inventory) -> String {
     }
     let _ = writeln!(s, "hostEndpoints:");
     for h in &inv.host_endpoints {
-        let ports: Vec<String> = h.ports.iter().map(|np| format!("{}={}/{}", np.name, np.port, np.protocol)).collect();
+        let ports: Vec<String> = h
+            .ports
+            .iter()
+            .map(|np| format!("{}={}/{}", np.name, np.port, np.protocol))
+            .collect();
         let ips: Vec<String> = h.expected_ips.iter().map(ToString::to_string).collect();
         let _ = writeln!(
             s,
@@ -945,7 +1262,10 @@ pub fn describe(inv: &Inventory) -> String {
         let _ = writeln!(
             s,
             "  - {}{} {{{}}} nets=[{}]",
-            n.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default(),
+            n.namespace
+                .as_deref()
+                .map(|ns| format!("{ns}/"))
+                .unwrap_or_default(),
             n.name,
             lab(&n.labels),
             nets.join(",")
@@ -953,7 +1273,11 @@ pub fn describe(inv: &Inventory) -> String {
     }
     let _ = writeln!(s, "tiers:");
     for t in &inv.tiers {
-        let _ = writeln!(s, "  - {} order={:?} default={:?}", t.name, t.order, t.default_action);
+        let _ = writeln!(
+            s,
+            "  - {} order={:?} default={:?}",
+            t.name, t.order, t.default_action
+        );
     }
     let _ = writeln!(s, "policies:");
     for p in &inv.policies {
@@ -966,12 +1290,19 @@ pub fn describe(inv: &Inventory) -> String {
             p.order,
             p.selector.to_string(),
             p.types,
-            p.namespace_selector.as_ref().map(|x| format!(" namespaceSelector={:?}", x.to_string())).unwrap_or_default(),
+            p.namespace_selector
+                .as_ref()
+                .map(|x| format!(" namespaceSelector={:?}", x.to_string()))
+                .unwrap_or_default(),
             p.service_account_selector
                 .as_ref()
                 .map(|x| format!(" serviceAccountSelector={:?}", x.to_string()))
                 .unwrap_or_default(),
-            if p.kind.is_staged() { format!(" stagedAction={:?}", p.staged_action) } else { String::new() },
+            if p.kind.is_staged() {
+                format!(" stagedAction={:?}", p.staged_action)
+            } else {
+                String::new()
+            },
         );
         for (dir, rules) in [("ingress", &p.ingress), ("egress", &p.egress)] {
             for (i, r) in rules.iter().enumerate() {
@@ -984,8 +1315,18 @@ pub fn describe(inv: &Inventory) -> String {
 
 fn describe_entity(e: &EntityRule) -> String {
     let mut parts = Vec::new();
-    let nets = |v: &[IpNet]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-    let ports = |v: &[PortSpec]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let nets = |v: &[IpNet]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ports = |v: &[PortSpec]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     if !e.nets.is_empty() {
         parts.push(format!("nets=[{}]", nets(&e.nets)));
     }

@@ -540,6 +540,11 @@ fn privileged_program_flips_slots_and_cleans_the_old_slot() {
     let r = dp.program(&a).unwrap();
     assert_eq!((r.previous.active_slot, r.previous.generation), (0, 0));
     assert_eq!((r.config.active_slot, r.config.generation), (1, 1));
+    assert!(
+        r.missing_catch_alls.is_empty(),
+        "{:?}",
+        r.missing_catch_alls
+    );
     assert_eq!(
         normalized(dp.entries(1).unwrap()),
         normalized(reslotted(&a, 1))

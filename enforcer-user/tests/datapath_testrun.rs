@@ -21,10 +21,11 @@ use enforcer_common::{
     ACTION_ALLOW, ACTION_DENY, ANY, CONFIG_FAIL_CLOSED, CONFIG_SRC_PORTS, CT_ICMP_TYPE_CODE_SHIFT,
     CT_INITIATOR_A, CT_SEEN_REPLY, CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN, Config, CtKey, CtValue,
     DIR_EGRESS, DIR_INGRESS, EVENTS_PER_WINDOW, EndpointKey, EndpointValue, FlowEvent, NUM_REASONS,
-    PORT_KIND_DST, PORT_KIND_SRC, PeerV4Data, PeerV6Data, PortData, REASON_ALLOW_CONNTRACK,
-    REASON_ALLOW_POLICY, REASON_DENY_NO_ENDPOINT, REASON_DENY_NO_VERDICT, REASON_DENY_POLICY,
-    REASON_DENY_UNPARSEABLE, REASON_EVENT_DROPPED, REASON_PASS_FRAGMENT, REASON_PASS_NO_ENDPOINT,
-    REASON_PASS_NON_IP, REASON_RECHECK, VerdictKey, VerdictValue, maps, programs,
+    PORT_CLASS_ON_MISS, PORT_KIND_DST, PORT_KIND_SRC, PeerV4Data, PeerV6Data, PortData,
+    REASON_ALLOW_CONNTRACK, REASON_ALLOW_POLICY, REASON_DENY_NO_ENDPOINT, REASON_DENY_NO_VERDICT,
+    REASON_DENY_POLICY, REASON_DENY_UNPARSEABLE, REASON_EVENT_DROPPED, REASON_PASS_FRAGMENT,
+    REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP, REASON_RECHECK, VerdictKey, VerdictValue, maps,
+    programs,
 };
 use enforcer_user::ebpf_object;
 
@@ -198,8 +199,8 @@ impl Datapath {
         self.port_prefix(slot, PORT_KIND_DST, proto, port, 32, class);
     }
 
-    /// Catch-all entries (class 0) for peers and ports of `slot`, as userspace always
-    /// installs them.
+    /// Catch-all entries (class 0) for the peers of `slot`, as userspace installs them, and
+    /// for ports (equivalent to a `PORTS` miss, which is class 0 too).
     fn catch_alls(&mut self, slot: u32) {
         self.peer_v4(slot, [0; 4], 0, 0);
         self.peer_v6(slot, [0; 16], 0, 0);
@@ -590,17 +591,22 @@ fn privileged_row_and_set_default_fallbacks_and_missing_state() {
     assert_eq!(dp.inbound(&v4_tcp(PEER, 40003, POD, 80, SYN)), DROP);
     assert_eq!(dp.reason(REASON_DENY_NO_VERDICT, DIR_INGRESS), 1);
 
-    // No PORTS catch-all for the slot ("no state"): fail closed too.
+    // No peer catch-all for the slot ("no tables"): fail closed too, even with a verdict.
     let mut dp2 = {
         drop(dp);
         Datapath::new()
     };
     dp2.set_config(0, 1, 0);
     dp2.set_endpoint(0, LO, 7, 8);
-    dp2.peer_v4(0, [0; 4], 0, 0);
     dp2.verdict(0, 8, ANY, ANY, ACTION_ALLOW, 23);
     assert_eq!(dp2.outbound(&v4_tcp(POD, 40000, PEER, 443, SYN)), DROP);
     assert_eq!(dp2.reason(REASON_DENY_NO_VERDICT, DIR_EGRESS), 1);
+    assert_eq!(dp2.rule_hits(23), 0);
+    // A PORTS miss is port class 0 (PORT_CLASS_ON_MISS): no catch-all port prefix needed.
+    dp2.peer_v4(0, [0; 4], 0, 0);
+    dp2.verdict(0, 8, 0, dst_class(PORT_CLASS_ON_MISS), ACTION_ALLOW, 24);
+    assert_eq!(dp2.outbound(&v4_tcp(POD, 40001, PEER, 443, SYN)), PASS);
+    assert_eq!(dp2.rule_hits(24), 1);
     let events = dp2.events();
     assert_eq!(events.len(), 1);
     assert_eq!(

@@ -48,6 +48,23 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// This process's lab namespaces (`enf<pid % 10000><2 digits>-...`). Other processes on the
+/// machine (other test suites) create and delete namespaces of their own at any time, so
+/// before/after comparisons look at ours only.
+fn our_netns() -> Vec<String> {
+    let prefix = format!("enf{}", std::process::id() % 10_000);
+    netns::list_netns()
+        .expect("list namespaces")
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix(&prefix).is_some_and(|rest| {
+                let b = rest.as_bytes();
+                b.len() > 2 && b[0].is_ascii_digit() && b[1].is_ascii_digit() && b[2] == b'-'
+            })
+        })
+        .collect()
+}
+
 fn lab_netns(id_prefix: &str) -> Vec<String> {
     netns::list_netns()
         .expect("list namespaces")
@@ -79,7 +96,7 @@ fn links_named(prefix: &str) -> Vec<String> {
 fn privileged_topology_is_created_and_removed_without_leftovers() {
     require_root();
     let _g = serial();
-    let before = netns::list_netns().expect("list");
+    let before = our_netns();
     let id = netns::new_lab_id();
     let specs = vec![
         HostSpec {
@@ -127,7 +144,7 @@ fn privileged_topology_is_created_and_removed_without_leftovers() {
     let problems = topo.remove();
     assert!(problems.is_empty(), "{problems:?}");
     assert!(lab_netns(&format!("{id}-")).is_empty());
-    assert_eq!(netns::list_netns().expect("list"), before);
+    assert_eq!(our_netns(), before);
 }
 
 /// A failure half-way through (here: a duplicate address) leaves nothing behind.
@@ -135,7 +152,7 @@ fn privileged_topology_is_created_and_removed_without_leftovers() {
 fn privileged_topology_failure_cleans_up() {
     require_root();
     let _g = serial();
-    let before = netns::list_netns().expect("list");
+    let before = our_netns();
     let id = netns::new_lab_id();
     let specs = vec![
         HostSpec {
@@ -151,7 +168,7 @@ fn privileged_topology_failure_cleans_up() {
     let err = Topology::build(&id, &specs, cleanup.clone()).expect_err("duplicate route");
     assert!(err.to_string().contains("File exists"), "{err}");
     assert!(cleanup.run().is_empty());
-    assert_eq!(netns::list_netns().expect("list"), before);
+    assert_eq!(our_netns(), before);
 }
 
 fn flow(topo: &Topology, src: &str, dst: &str, protocol: Protocol, port: Option<u16>) -> Flow {
@@ -447,7 +464,7 @@ fn assert_all_as_expected(report: &LabReport) {
 
 fn no_leftovers(report: &LabReport, before: &[String]) {
     assert!(lab_netns(&format!("{}-", report.id)).is_empty());
-    assert_eq!(netns::list_netns().expect("list"), before);
+    assert_eq!(our_netns(), before);
     assert!(
         !Path::new("/sys/fs/bpf")
             .join(format!("enforcer-lab-{}", report.id))
@@ -462,7 +479,7 @@ fn no_leftovers(report: &LabReport, before: &[String]) {
 fn privileged_lab_without_datapath_passes_everything() {
     require_root();
     let _g = serial();
-    let before = netns::list_netns().expect("list");
+    let before = our_netns();
     let dir = scratch("nodp");
     let (policy, probes) = write_small(&dir);
     let report = lab::run(LabOptions {
@@ -490,7 +507,7 @@ fn privileged_lab_without_datapath_passes_everything() {
 fn privileged_lab_small_inventory_matches_evaluator() {
     require_root();
     let _g = serial();
-    let before = netns::list_netns().expect("list");
+    let before = our_netns();
     let dir = scratch("small");
     let (policy, probes) = write_small(&dir);
     let started = Instant::now();
@@ -514,7 +531,7 @@ fn privileged_lab_small_inventory_matches_evaluator() {
 fn privileged_lab_production_example() {
     require_root();
     let _g = serial();
-    let before = netns::list_netns().expect("list");
+    let before = our_netns();
     let probes = workspace().join("examples/probes/production.yaml");
     let report = lab::run(LabOptions {
         files: vec![workspace().join("examples/production")],
@@ -533,7 +550,7 @@ fn privileged_lab_production_example() {
 fn privileged_two_labs_back_to_back() {
     require_root();
     let _g = serial();
-    let before = netns::list_netns().expect("list");
+    let before = our_netns();
     let dir = scratch("twice");
     let (policy, probes) = write_small(&dir);
     let opts = LabOptions {
@@ -571,5 +588,226 @@ fn privileged_lab_all_pairs_without_probe_file() {
     eprintln!("{}", show(&report));
     assert_eq!(report.results.len(), 12);
     assert_all_as_expected(&report);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Set in the child process of [`privileged_ctrl_c_removes_everything`].
+const SIGINT_CHILD: &str = "ENFORCER_LAB_TEST_SIGINT_CHILD";
+
+/// Not a test on its own: the child process of [`privileged_ctrl_c_removes_everything`] (it
+/// returns at once unless that test started it). It runs a slow lab until interrupted.
+#[test]
+fn lab_sigint_child_helper() {
+    let Ok(dir) = std::env::var(SIGINT_CHILD) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let (policy, probes) = write_small(&dir);
+    let _ = lab::run(LabOptions {
+        files: vec![policy],
+        probes: Some(probes),
+        timeout: Duration::from_secs(2),
+        ..LabOptions::default()
+    });
+    panic!("the lab ended before the parent's SIGINT");
+}
+
+/// Ctrl-C in the middle of a lab: the process exits with 130 and leaves no namespace and no
+/// pin behind.
+#[test]
+fn privileged_ctrl_c_removes_everything() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("sigint");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "lab_sigint_child_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SIGINT_CHILD, &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the child");
+    let child_prefix = format!("enf{}", child.id() % 10_000);
+    let pins = || -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/bpf")
+            .expect("bpffs")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("enforcer-lab-{child_prefix}")))
+            })
+            .collect()
+    };
+    let theirs = || lab_netns(&child_prefix);
+    // Wait until the lab is up (namespaces and pins) and probing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (theirs().is_empty() || pins().is_empty()) && Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the child ended early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !theirs().is_empty() && !pins().is_empty(),
+        "the child's lab never came up"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().expect("wait for the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(theirs().is_empty(), "namespaces left: {:?}", theirs());
+    assert!(pins().is_empty(), "pins left: {:?}", pins());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CaseHeader {
+    probes: Vec<enforcer_user::probes::Probe>,
+}
+
+/// Every case of the conformance corpus (tests/conformance, ~100 cases and 600 probes)
+/// through the real datapath: observed == the evaluator's verdict == the case's `expected`.
+/// One lab per case, so it takes minutes: run it with
+/// `cargo test -p enforcer-user --test lab -- --ignored privileged_lab_conformance_corpus`.
+#[test]
+#[ignore = "one lab per conformance case: several minutes; run explicitly with --ignored"]
+fn privileged_lab_conformance_corpus() {
+    use serde::Deserialize as _;
+    require_root();
+    let _g = serial();
+    let before = our_netns();
+    let dir = workspace().join("tests/conformance");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let opts = LabOptions {
+        timeout: Duration::from_millis(150),
+        ..LabOptions::default()
+    };
+    let (mut failures, mut probes, mut skipped) = (Vec::new(), 0, 0);
+    let started = Instant::now();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let first = serde_yaml::Deserializer::from_str(&text).next().unwrap();
+        let header = CaseHeader::deserialize(first).unwrap();
+        let objects = match text.find("\n---") {
+            Some(at) => format!("# ConformanceCase header{}", &text[at..]),
+            None => String::new(),
+        };
+        let inv = sources::load_str(&objects, f).unwrap();
+        let report = match lab::run_inventory(&inv, Some(&header.probes), &opts) {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{}: lab failed: {e}", f.display()));
+                continue;
+            }
+        };
+        probes += report.results.len();
+        for r in &report.results {
+            match r.status {
+                Status::Ok => {}
+                Status::Skipped => skipped += 1,
+                _ => failures.push(format!(
+                    "{}: {} -> {} {} {:?}/{:?}: observed {}, evaluator {:?}, case {:?} ({}) {}",
+                    f.file_name().unwrap().to_string_lossy(),
+                    r.from,
+                    r.to,
+                    r.protocol_number,
+                    r.port,
+                    r.icmp_type,
+                    r.verdict,
+                    r.expected,
+                    r.probe_expected,
+                    r.detail,
+                    r.diagnosis.as_deref().unwrap_or_default()
+                )),
+            }
+        }
+    }
+    eprintln!(
+        "{} cases, {probes} probes, {skipped} skipped, {} differ, in {:?}",
+        files.len(),
+        failures.len(),
+        started.elapsed()
+    );
+    assert_eq!(our_netns(), before);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Neighbour resolution on the wire (no permanent entries): ARP is not IP and passes, and
+/// IPv6 neighbour discovery must pass the datapath too (Calico always allows it), or pods
+/// under a default deny lose IPv6 altogether.
+#[test]
+fn privileged_lab_without_static_neighbours() {
+    require_root();
+    let _g = serial();
+    let dir = scratch("nd");
+    let (policy, probes) = write_small(&dir);
+    let report = lab::run(LabOptions {
+        files: vec![policy],
+        probes: Some(probes),
+        static_neighbours: false,
+        ..LabOptions::default()
+    })
+    .expect("lab");
+    eprintln!("{}", show(&report));
+    assert_all_as_expected(&report);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The lab refuses clearly, before creating anything, when it cannot work: not root, no bpffs.
+#[test]
+fn privileged_lab_refuses_when_it_cannot_run() {
+    require_root();
+    let _g = serial();
+    let before = our_netns();
+    // Not root: the binary run as nobody.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_enforcer"))
+        .args(["lab", "-f"])
+        .arg(workspace().join("examples/production"))
+        .output()
+        .expect("setpriv (util-linux) runs the binary as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.contains("run it as root"),
+        "{stderr}"
+    );
+    // No bpffs where the pins would go.
+    let err = lab::run(LabOptions {
+        files: vec![workspace().join("examples/production")],
+        pin_base: std::env::temp_dir(),
+        ..LabOptions::default()
+    })
+    .expect_err("pins outside bpffs");
+    assert!(matches!(err, lab::LabError::NoBpffs { .. }), "{err}");
+    assert!(err.to_string().contains("mount -t bpf"), "{err}");
+    // A bad probe file: nothing is created either.
+    let dir = scratch("badprobe");
+    let (policy, probes) = write_small(&dir);
+    std::fs::write(&probes, "- {from: shop/nope, to: shop/web, port: 80}\n").unwrap();
+    let err = lab::run(LabOptions {
+        files: vec![policy],
+        probes: Some(probes),
+        ..LabOptions::default()
+    })
+    .expect_err("unknown pod");
+    assert!(err.to_string().contains("shop/nope"), "{err}");
+    assert_eq!(our_netns(), before);
     let _ = std::fs::remove_dir_all(dir);
 }

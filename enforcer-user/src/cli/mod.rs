@@ -5,6 +5,7 @@
 
 mod check;
 mod explain;
+mod lab;
 mod lint;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -38,6 +39,9 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Report common policy mistakes (shadowed rules, missing DNS allows, ...).
     Lint(lint::LintArgs),
+    /// Run the files as a local cluster in network namespaces, enforced by the eBPF datapath,
+    /// and test them with real packets (needs root).
+    Lab(lab::LabArgs),
 }
 
 /// Files or directories to load (`-f` may be repeated).
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(a),
         Command::Explain(a) => explain::run(a),
         Command::Lint(a) => lint::run(a),
+        Command::Lab(a) => lab::run(a),
     }
 }
 

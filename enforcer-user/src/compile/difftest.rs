@@ -10,10 +10,11 @@ use super::{Compiled, EndpointId, compile, lookup_entries, to_map_entries};
 use crate::{
     evaluator::{DirectionTrace, evaluate_packet},
     model::Direction,
-    testgen::{self, Case, describe, resolve},
+    testgen::{self, Case, describe, resolve, sweep},
 };
 
-const PROBES_PER_CASE: usize = 96;
+const PROBES_PER_CASE: usize = 64;
+const SHAPES_PER_CASE: usize = 2;
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -25,7 +26,8 @@ fn cases() -> u32 {
 /// Checks every probe of a case; the error names the first disagreement with a reproducer.
 pub(crate) fn check_case(case: &Case) -> Result<usize, String> {
     let inv = &case.inventory;
-    let compiled: Compiled = compile(inv, &case.options).map_err(|e| format!("compile failed: {e}\n{}", describe(inv)))?;
+    let compiled: Compiled = compile(inv, &case.options)
+        .map_err(|e| format!("compile failed: {e}\n{}", describe(inv)))?;
     // Fake interface numbers: position in the endpoint map, from 10.
     let ifindex: BTreeMap<EndpointId, u32> = compiled
         .endpoints
@@ -34,11 +36,17 @@ pub(crate) fn check_case(case: &Case) -> Result<usize, String> {
         .map(|(i, id)| (id.clone(), 10 + i as u32))
         .collect();
     let slot = 1;
-    let entries = to_map_entries(&compiled, slot, &|id| ifindex.get(id).copied().into_iter().collect())
-        .map_err(|e| e.to_string())?;
+    let entries = to_map_entries(&compiled, slot, &|id| {
+        ifindex.get(id).copied().into_iter().collect()
+    })
+    .map_err(|e| e.to_string())?;
     let mut checked = 0;
-    for seed in &case.probes {
-        let Some(probe) = resolve(inv, seed) else { continue };
+    let probes = case
+        .probes
+        .iter()
+        .filter_map(|seed| resolve(inv, seed))
+        .chain(sweep(inv, &case.shapes));
+    for probe in probes {
         let explanation = evaluate_packet(inv, &probe.packet, &case.options);
         let trace: Option<&DirectionTrace> = match probe.direction {
             Direction::Ingress => explanation.ingress.as_ref(),
@@ -104,7 +112,7 @@ proptest! {
     })]
 
     #[test]
-    fn compiled_tables_agree_with_reference_evaluator(case in testgen::case(PROBES_PER_CASE)) {
+    fn compiled_tables_agree_with_reference_evaluator(case in testgen::case(PROBES_PER_CASE, SHAPES_PER_CASE)) {
         check_case(&case).map_err(TestCaseError::fail)?;
     }
 }
@@ -116,10 +124,16 @@ fn generator_produces_checkable_probes() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut checked = 0;
     for _ in 0..32 {
-        let case = testgen::case(PROBES_PER_CASE).new_tree(&mut runner).unwrap().current();
+        let case = testgen::case(PROBES_PER_CASE, SHAPES_PER_CASE)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
         checked += check_case(&case).unwrap_or_else(|e| panic!("{e}"));
     }
-    assert!(checked > 32 * PROBES_PER_CASE / 2, "only {checked} probes resolved");
+    assert!(
+        checked > 32 * PROBES_PER_CASE / 2,
+        "only {checked} probes resolved"
+    );
 }
 
 #[test]
@@ -130,23 +144,55 @@ fn coverage_report() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut counts: M<String, usize> = M::new();
     for _ in 0..256 {
-        let case = testgen::case(PROBES_PER_CASE).new_tree(&mut runner).unwrap().current();
+        let case = testgen::case(PROBES_PER_CASE, SHAPES_PER_CASE)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
         let c = compile(&case.inventory, &case.options).unwrap();
-        *counts.entry(format!("sets {}", c.stats.sets.min(10))).or_default() += 1;
-        *counts.entry(format!("peerclasses {}", (c.stats.peer_classes_v4 + c.stats.peer_classes_v6).min(12))).or_default() += 1;
-        *counts.entry(format!("portclasses {}", c.stats.dst_port_classes.min(12))).or_default() += 1;
-        if c.uses_src_ports { *counts.entry("uses_src_ports".into()).or_default() += 1; }
+        *counts
+            .entry(format!("sets {}", c.stats.sets.min(10)))
+            .or_default() += 1;
+        *counts
+            .entry(format!(
+                "peerclasses {}",
+                (c.stats.peer_classes_v4 + c.stats.peer_classes_v6).min(12)
+            ))
+            .or_default() += 1;
+        *counts
+            .entry(format!("portclasses {}", c.stats.dst_port_classes.min(12)))
+            .or_default() += 1;
+        if c.uses_src_ports {
+            *counts.entry("uses_src_ports".into()).or_default() += 1;
+        }
         for seed in &case.probes {
-            let Some(p) = resolve(&case.inventory, seed) else { *counts.entry("unresolved".into()).or_default() += 1; continue };
+            let Some(p) = resolve(&case.inventory, seed) else {
+                *counts.entry("unresolved".into()).or_default() += 1;
+                continue;
+            };
             let r = c.lookup(&p.endpoint, p.direction, &p.packet).unwrap();
             *counts.entry(format!("action {:?}", r.action)).or_default() += 1;
             *counts.entry(format!("hit {:?}", r.hit)).or_default() += 1;
-            if r.action != r.staged_action { *counts.entry("staged differs".into()).or_default() += 1; }
+            if r.action != r.staged_action {
+                *counts.entry("staged differs".into()).or_default() += 1;
+            }
             let d = &c.rule(r.rule_id).unwrap().decision;
-            let k = match d { crate::evaluator::Decision::Rule(rr) => format!("rule {:?} {:?}", rr.kind, rr.action), o => format!("{o:?}").split([' ', '{', '(']).next().unwrap().to_string() };
+            let k = match d {
+                crate::evaluator::Decision::Rule(rr) => {
+                    format!("rule {:?} {:?}", rr.kind, rr.action)
+                }
+                o => format!("{o:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            };
             *counts.entry(format!("decided {k}")).or_default() += 1;
-            if matches!(p.endpoint, EndpointId::Host{..}) { *counts.entry("host endpoint probes".into()).or_default() += 1; }
+            if matches!(p.endpoint, EndpointId::Host { .. }) {
+                *counts.entry("host endpoint probes".into()).or_default() += 1;
+            }
         }
     }
-    for (k, v) in counts { println!("{k:40} {v}"); }
+    for (k, v) in counts {
+        println!("{k:40} {v}");
+    }
 }

@@ -23,8 +23,8 @@ use std::{
 
 use crate::{
     evaluator::{
-        DEFAULT_ALLOW_PROFILE, Endpoint, Options, Packet, policy_selects, policy_view, rule_matches,
-        sorted_policies,
+        DEFAULT_ALLOW_PROFILE, Endpoint, Options, Packet, policy_selects, policy_view,
+        rule_matches, sorted_policies,
     },
     model::{
         Action, Direction, EntityRule, IcmpMatch, Inventory, Policy, PortSpec, Protocol, Rule,
@@ -36,7 +36,7 @@ use super::{
     CompileError,
     bits::Bits,
     peers::{Regions, unspecified},
-    ports::{Combo, PortSpace},
+    ports::{Combo, PortSpace, is_family_icmp},
     rules::RuleTable,
 };
 
@@ -136,20 +136,23 @@ fn dir_idx(d: Direction) -> usize {
     }
 }
 
-/// The packet of a port cell between a local and a peer address.
+/// The packet of a port cell between a local and a peer address. ICMPv6 in IPv4 and ICMP in
+/// IPv6 carry no type and code: the datapath does not read them (it looks them up as port
+/// 0), so neither does the compiler.
 fn packet(dir: Direction, local: IpAddr, peer: IpAddr, c: &Combo) -> Packet {
     let (src, dst) = match dir {
         Direction::Ingress => (peer, local),
         Direction::Egress => (local, peer),
     };
+    let icmp = is_family_icmp(c.protocol.0, local.is_ipv6());
     Packet {
         src,
         dst,
         protocol: c.protocol,
         src_port: c.src_port,
         dst_port: c.dst_port,
-        icmp_type: c.icmp_type,
-        icmp_code: c.icmp_code,
+        icmp_type: if icmp { c.icmp_type } else { None },
+        icmp_code: if icmp { c.icmp_code } else { None },
     }
 }
 
@@ -272,7 +275,8 @@ impl<'a> Ctx<'a> {
                         let mut addr_er = er.clone();
                         addr_er.ports.clear();
                         addr_er.not_ports.clear();
-                        let addr = (!addr_er.is_empty()).then(|| with_side(rule, dir, local, addr_er));
+                        let addr =
+                            (!addr_er.is_empty()).then(|| with_side(rule, dir, local, addr_er));
                         let ports = (specs().next().is_some()).then(|| {
                             let port_er = EntityRule {
                                 ports: er.ports.clone(),
@@ -297,9 +301,9 @@ impl<'a> Ctx<'a> {
                     let decided = match rule.action {
                         Action::Allow | Action::Deny => Some(Decided {
                             allow: rule.action == Action::Allow,
-                            id: rules
-                                .rule_id(pi, dir, index)
-                                .ok_or(CompileError::Internal("rule missing from the rule table"))?,
+                            id: rules.rule_id(pi, dir, index).ok_or(CompileError::Internal(
+                                "rule missing from the rule table",
+                            ))?,
                         }),
                         _ => None,
                     };
@@ -326,7 +330,9 @@ impl<'a> Ctx<'a> {
                     {
                         let id = rules
                             .failsafe_id(proto, port)
-                            .ok_or(CompileError::Internal("failsafe port missing from the rule table"))?;
+                            .ok_or(CompileError::Internal(
+                                "failsafe port missing from the rule table",
+                            ))?;
                         failsafe[d].push((ci, Decided { allow: true, id }));
                     }
                 }
@@ -413,8 +419,10 @@ impl<'a> Ctx<'a> {
         for tier in self.tiers {
             let candidates = view.iter().filter_map(|&i| {
                 let p = self.inv.policies.get(i)?;
-                (p.tier == tier.name && p.applies_to(dir) && selects.get(i).copied().unwrap_or(false))
-                    .then_some(p)
+                (p.tier == tier.name
+                    && p.applies_to(dir)
+                    && selects.get(i).copied().unwrap_or(false))
+                .then_some(p)
             });
             let applying = sorted_policies(candidates);
             if applying.is_empty() {
@@ -437,16 +445,16 @@ impl<'a> Ctx<'a> {
                     }
                 }
             }
-            let default = match tier.default_action {
-                TierDefault::Pass => None,
-                TierDefault::Deny => Some(Decided {
-                    allow: false,
-                    id: self
-                        .rules
-                        .tier_default_id(&tier.name)
-                        .ok_or(CompileError::Internal("tier default missing from the rule table"))?,
-                }),
-            };
+            let default =
+                match tier.default_action {
+                    TierDefault::Pass => None,
+                    TierDefault::Deny => Some(Decided {
+                        allow: false,
+                        id: self.rules.tier_default_id(&tier.name).ok_or(
+                            CompileError::Internal("tier default missing from the rule table"),
+                        )?,
+                    }),
+                };
             tiers.push(ProgTier { rules, default });
         }
         let missing = CompileError::Internal("profile missing from the rule table");
@@ -458,10 +466,15 @@ impl<'a> Ctx<'a> {
                     .profile_id(&format!("kns.{}", pod.namespace))
                     .ok_or(missing)?,
             },
-            Endpoint::Host(hep) if hep.profiles.iter().any(|p| p == DEFAULT_ALLOW_PROFILE) => Decided {
-                allow: true,
-                id: self.rules.profile_id(DEFAULT_ALLOW_PROFILE).ok_or(missing)?,
-            },
+            Endpoint::Host(hep) if hep.profiles.iter().any(|p| p == DEFAULT_ALLOW_PROFILE) => {
+                Decided {
+                    allow: true,
+                    id: self
+                        .rules
+                        .profile_id(DEFAULT_ALLOW_PROFILE)
+                        .ok_or(missing)?,
+                }
+            }
             _ => Decided {
                 allow: false,
                 id: self.rules.host_default_deny_id().ok_or(missing)?,
@@ -580,7 +593,9 @@ impl Ctx<'_> {
                 let (addr, region) = (cache.addr, cache.region);
                 let scoped = match &mut cache.scoped {
                     Some(s) => &*s,
-                    s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr, Some(region))),
+                    s @ None => {
+                        &*s.insert(self.regions.scoped_inventory(self.inv, addr, Some(region)))
+                    }
                 };
                 self.side_val(part, false, scoped, addr, dir)?
             };
@@ -622,7 +637,10 @@ impl Ctx<'_> {
                     .ok_or(CompileError::Internal("rule part out of range"))?;
                 let mut m = in_tier.clone();
                 if let Some(ci) = part.common {
-                    let c = self.commons.get(ci).ok_or(CompileError::Internal("common part"))?;
+                    let c = self
+                        .commons
+                        .get(ci)
+                        .ok_or(CompileError::Internal("common part"))?;
                     m.and_with(&c[fam]);
                 }
                 let lv = local

@@ -10,9 +10,10 @@ use std::{
 };
 
 use enforcer_common::{
-    ACTION_ALLOW, ACTION_DENY, ANY, ENDPOINT_HOST, EndpointKey, EndpointValue, MAX_ENDPOINTS,
-    MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS, PeerV4Data, PeerV6Data,
-    PortData, VerdictKey, VerdictValue,
+    ACTION_ALLOW, ACTION_DENY, ANY, CONFIG_SRC_PORTS, ENDPOINT_HOST, EndpointKey, EndpointValue,
+    MAX_ENDPOINTS, MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS,
+    PORT_CLASS_ON_MISS, PORT_KEY_FIXED_BITS, PeerV4Data, PeerV6Data, PortData, VerdictKey,
+    VerdictValue,
 };
 
 use crate::{
@@ -21,21 +22,9 @@ use crate::{
 };
 
 use super::{
-    Compiled, CompiledVerdict, DEFAULT_DST_PORT_CLASS, DEFAULT_SRC_PORT_CLASS, EndpointId,
-    LookupError, LookupResult, PortKind, VerdictHit, port_class, port_key,
+    Compiled, CompiledVerdict, EndpointId, LookupError, LookupResult, PortKind, VerdictHit,
+    port_class, port_key,
 };
-
-/// `PORTS` key kind byte: destination port (or ICMP type/code).
-pub const PORT_KIND_DST: u8 = 0;
-/// `PORTS` key kind byte: source port.
-pub const PORT_KIND_SRC: u8 = 1;
-/// Bits of the proposed `PortData` (slot BE 4 bytes, kind 1 byte, protocol 1 byte, port BE
-/// 2 bytes) before the port. `enforcer-common` still says 40 (slot, protocol, port, pad);
-/// see `docs/datapath.md` for the proposed change.
-pub const PORT_KEY_FIXED_BITS_V2: u32 = 48;
-/// `Config.flags`: some rule constrains source ports, so the datapath must look the source
-/// port up too (proposed for `enforcer-common`).
-pub const CONFIG_SRC_PORTS: u32 = 2;
 
 /// An LPM trie entry: `prefix_len` leading bits of `data` are significant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +51,9 @@ pub struct MapEntries {
 /// Errors rendering map entries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
-    #[error("interface {ifindex} is claimed by both {first} and {second}: one interface can carry one endpoint")]
+    #[error(
+        "interface {ifindex} is claimed by both {first} and {second}: one interface can carry one endpoint"
+    )]
     IfindexConflict {
         ifindex: u32,
         first: EndpointId,
@@ -115,7 +106,11 @@ pub fn to_map_entries(
 ) -> Result<MapEntries, MapError> {
     let mut m = MapEntries {
         slot,
-        config_flags: if c.uses_src_ports { CONFIG_SRC_PORTS } else { 0 },
+        config_flags: if c.uses_src_ports {
+            CONFIG_SRC_PORTS
+        } else {
+            0
+        },
         ..MapEntries::default()
     };
     let mut owner: HashMap<u32, &EndpointId> = HashMap::new();
@@ -161,7 +156,7 @@ pub fn to_map_entries(
     }
     for p in &c.port_prefixes {
         m.ports.push(LpmEntry {
-            prefix_len: PORT_KEY_FIXED_BITS_V2 + u32::from(p.prefix_len),
+            prefix_len: PORT_KEY_FIXED_BITS + u32::from(p.prefix_len),
             data: port_data(slot, p.kind.code(), p.protocol, p.port),
             class: p.class,
         });
@@ -230,7 +225,11 @@ impl MapDiff {
 
     /// Entries written or deleted in all.
     pub fn len(&self) -> usize {
-        self.endpoints.len() + self.peer_v4.len() + self.peer_v6.len() + self.ports.len() + self.verdicts.len()
+        self.endpoints.len()
+            + self.peer_v4.len()
+            + self.peer_v6.len()
+            + self.ports.len()
+            + self.verdicts.len()
     }
 }
 
@@ -282,7 +281,9 @@ where
     }
     out.sort_by(|a, b| {
         let key = |c: &Change<K, V>| match c {
-            Change::Insert { key, .. } | Change::Update { key, .. } | Change::Delete { key, .. } => sort_key(key),
+            Change::Insert { key, .. }
+            | Change::Update { key, .. }
+            | Change::Delete { key, .. } => sort_key(key),
         };
         key(a).cmp(&key(b))
     });
@@ -297,14 +298,19 @@ fn lpm_pairs<D: Copy>(v: &[LpmEntry<D>]) -> impl Iterator<Item = ((u32, D), u32)
 /// slot: the inactive slot's previous content and the new tables).
 pub fn diff(old: &MapEntries, new: &MapEntries) -> MapDiff {
     MapDiff {
-        config_flags: (old.config_flags != new.config_flags).then_some((old.config_flags, new.config_flags)),
+        config_flags: (old.config_flags != new.config_flags)
+            .then_some((old.config_flags, new.config_flags)),
         endpoints: diff_map(
             old.endpoints.iter().map(|(k, v)| (*k, *v)),
             new.endpoints.iter().map(|(k, v)| (*k, *v)),
             |k| (k.slot, k.ifindex),
         ),
-        peer_v4: diff_map(lpm_pairs(&old.peer_v4), lpm_pairs(&new.peer_v4), |k| (k.1, k.0)),
-        peer_v6: diff_map(lpm_pairs(&old.peer_v6), lpm_pairs(&new.peer_v6), |k| (k.1, k.0)),
+        peer_v4: diff_map(lpm_pairs(&old.peer_v4), lpm_pairs(&new.peer_v4), |k| {
+            (k.1, k.0)
+        }),
+        peer_v6: diff_map(lpm_pairs(&old.peer_v6), lpm_pairs(&new.peer_v6), |k| {
+            (k.1, k.0)
+        }),
         ports: diff_map(lpm_pairs(&old.ports), lpm_pairs(&new.ports), |k| (k.1, k.0)),
         verdicts: diff_map(
             old.verdicts.iter().map(|(k, v)| (*k, *v)),
@@ -427,13 +433,19 @@ pub fn lookup_entries(
     }
     .ok_or(LookupError::NoPeerClass(peer))?;
     let (proto, dst_value, src_value) = port_key(packet);
-    let dst = lpm(&m.ports, &port_data(slot, PortKind::Dst.code(), proto, dst_value))
-        .unwrap_or(DEFAULT_DST_PORT_CLASS);
+    let dst = lpm(
+        &m.ports,
+        &port_data(slot, PortKind::Dst.code(), proto, dst_value),
+    )
+    .unwrap_or(PORT_CLASS_ON_MISS);
     let src = if m.config_flags & CONFIG_SRC_PORTS != 0 {
-        lpm(&m.ports, &port_data(slot, PortKind::Src.code(), proto, src_value))
-            .unwrap_or(DEFAULT_SRC_PORT_CLASS)
+        lpm(
+            &m.ports,
+            &port_data(slot, PortKind::Src.code(), proto, src_value),
+        )
+        .unwrap_or(PORT_CLASS_ON_MISS)
     } else {
-        DEFAULT_SRC_PORT_CLASS
+        PORT_CLASS_ON_MISS
     };
     let port_class = port_class(dst, src);
     let get = |peer_class, port_class| {
@@ -453,7 +465,13 @@ pub fn lookup_entries(
     } else {
         return Err(LookupError::NoVerdict { set });
     };
-    let verdict = |a: u8| if a == ACTION_ALLOW { Verdict::Allow } else { Verdict::Deny };
+    let verdict = |a: u8| {
+        if a == ACTION_ALLOW {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        }
+    };
     Ok(LookupResult {
         action: verdict(v.action),
         rule_id: v.rule_id,

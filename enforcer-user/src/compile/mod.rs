@@ -37,12 +37,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use enforcer_common::{PORT_CLASS_ON_MISS, PORT_KIND_DST, PORT_KIND_SRC};
 use ipnet::IpNet;
 use serde::Serialize;
 
 pub use maps::{
-    CONFIG_SRC_PORTS, CapacityError, Change, LpmEntry, MapDiff, MapEntries, PORT_KEY_FIXED_BITS_V2,
-    PORT_KIND_DST, PORT_KIND_SRC, check_capacity, diff, lookup_entries, port_data, to_map_entries,
+    CapacityError, Change, LpmEntry, MapDiff, MapEntries, MapError, check_capacity, diff,
+    lookup_entries, port_data, to_map_entries,
 };
 pub use ports::interval_prefixes;
 pub use rules::{RuleInfo, RuleTable};
@@ -55,7 +56,7 @@ use crate::{
 use self::{
     eval::{Ctx, Decided, PeerCache, PreparedSet, SetData},
     peers::{Membership, Regions},
-    ports::{PortSpace, is_icmp},
+    ports::{PortSpace, is_family_icmp},
 };
 
 /// An endpoint the compiler produces policy sets for.
@@ -106,7 +107,13 @@ pub struct CompiledVerdict {
 
 impl CompiledVerdict {
     fn of(enforced: Decided, staged: Decided) -> CompiledVerdict {
-        let v = |d: Decided| if d.allow { Verdict::Allow } else { Verdict::Deny };
+        let v = |d: Decided| {
+            if d.allow {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            }
+        };
         CompiledVerdict {
             action: v(enforced),
             staged_action: v(staged),
@@ -177,11 +184,6 @@ impl PortPrefix {
     }
 }
 
-/// The destination port class a `PORTS` miss stands for: every protocol no rule names.
-pub const DEFAULT_DST_PORT_CLASS: u32 = 0;
-/// The source port class of a miss (no rule constrains this protocol's source ports).
-pub const DEFAULT_SRC_PORT_CLASS: u32 = 0;
-
 /// The verdict key's port class: `dst_class << 16 | src_class`.
 pub fn port_class(dst_class: u32, src_class: u32) -> u32 {
     (dst_class << 16) | src_class
@@ -189,13 +191,18 @@ pub fn port_class(dst_class: u32, src_class: u32) -> u32 {
 
 /// The values the datapath looks `PORTS` up with: (protocol, destination value, source
 /// value). The destination value is the destination port for TCP/UDP/SCTP/UDPLite,
-/// `type << 8 | code` for ICMP and ICMPv6 (either family), 0 otherwise; the source value is
-/// the source port for port protocols, 0 otherwise.
+/// `type << 8 | code` for ICMP in IPv4 and ICMPv6 in IPv6, 0 otherwise (ICMPv6 in IPv4 and
+/// ICMP in IPv6 included: the datapath does not parse them); the source value is the source
+/// port for port protocols, 0 otherwise.
 pub fn port_key(packet: &Packet) -> (u8, u16, u16) {
     let p = packet.protocol;
     if p.has_ports() {
-        (p.0, packet.dst_port.unwrap_or(0), packet.src_port.unwrap_or(0))
-    } else if is_icmp(p.0) {
+        (
+            p.0,
+            packet.dst_port.unwrap_or(0),
+            packet.src_port.unwrap_or(0),
+        )
+    } else if is_family_icmp(p.0, packet.src.is_ipv6()) {
         let t = u16::from(packet.icmp_type.unwrap_or(0));
         let c = u16::from(packet.icmp_code.unwrap_or(0));
         (p.0, (t << 8) | c, 0)
@@ -336,16 +343,20 @@ impl Compiled {
             Direction::Ingress => packet.src,
             Direction::Egress => packet.dst,
         };
-        let prefixes = if peer.is_ipv4() { &self.peers_v4 } else { &self.peers_v6 };
+        let prefixes = if peer.is_ipv4() {
+            &self.peers_v4
+        } else {
+            &self.peers_v6
+        };
         let peer_class = lpm_peer(prefixes, peer).ok_or(LookupError::NoPeerClass(peer))?;
         let (proto, dst_value, src_value) = port_key(packet);
         let dst = lpm_port(&self.port_prefixes, PortKind::Dst, proto, dst_value)
-            .unwrap_or(DEFAULT_DST_PORT_CLASS);
+            .unwrap_or(PORT_CLASS_ON_MISS);
         let src = if self.uses_src_ports {
             lpm_port(&self.port_prefixes, PortKind::Src, proto, src_value)
-                .unwrap_or(DEFAULT_SRC_PORT_CLASS)
+                .unwrap_or(PORT_CLASS_ON_MISS)
         } else {
-            DEFAULT_SRC_PORT_CLASS
+            PORT_CLASS_ON_MISS
         };
         let port_class = port_class(dst, src);
         let table = self
@@ -443,7 +454,9 @@ fn endpoints(inv: &Inventory) -> Result<Vec<EndpointEntry<'_>>, CompileError> {
     }
     for h in &inv.host_endpoints {
         out.push((
-            EndpointId::Host { name: h.name.clone() },
+            EndpointId::Host {
+                name: h.name.clone(),
+            },
             Endpoint::Host(h),
             first(&h.expected_ips),
         ));
@@ -511,7 +524,8 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let mut set_ids: HashMap<SetData, usize> = HashMap::new();
     let mut sets: Vec<SetData> = Vec::new();
     let mut ep_sets: Vec<(EndpointId, [usize; 2], bool)> = Vec::new();
-    let mut by_identity: HashMap<(EndpointIdentity, [Option<Membership>; 2]), [usize; 2]> = HashMap::new();
+    let mut by_identity: HashMap<(EndpointIdentity, [Option<Membership>; 2]), [usize; 2]> =
+        HashMap::new();
     for (id, ep, local) in &eps {
         let identity = match ep {
             Endpoint::Workload(p) => EndpointIdentity::Pod {
@@ -522,7 +536,10 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             },
             _ => EndpointIdentity::Other(id),
         };
-        let key = (identity, local.map(|a| a.map(|a| regions.membership(a, None))));
+        let key = (
+            identity,
+            local.map(|a| a.map(|a| regions.membership(a, None))),
+        );
         if let Some(ids) = by_identity.get(&key) {
             ep_sets.push((id.clone(), *ids, matches!(ep, Endpoint::Host(_))));
             continue;
@@ -530,7 +547,10 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         let selects = ctx.selects(ep);
         let mut scoped = [None, None];
         let mut ids = [0usize; 2];
-        for (i, dir) in [Direction::Ingress, Direction::Egress].into_iter().enumerate() {
+        for (i, dir) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .enumerate()
+        {
             let data = ctx.set_data(ep, *local, dir, &selects, &mut scoped)?;
             ids[i] = match set_ids.get(&data) {
                 Some(&s) => s,
@@ -606,7 +626,11 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         if new {
             let piece = |combos: &Vec<usize>| -> Vec<u32> {
                 rows.iter()
-                    .flat_map(|row| combos.iter().map(|&c| row.get(c).copied().unwrap_or(u32::MAX)))
+                    .flat_map(|row| {
+                        combos
+                            .iter()
+                            .map(|&c| row.get(c).copied().unwrap_or(u32::MAX))
+                    })
                     .collect()
             };
             refine(&mut dst_keys, by_dst.iter().map(piece).collect());
@@ -637,7 +661,9 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         .map(|c| {
             port_class(
                 dst_class.get(c.dst).copied().unwrap_or(0),
-                c.src.and_then(|j| src_class.get(j).copied()).unwrap_or(DEFAULT_SRC_PORT_CLASS),
+                c.src
+                    .and_then(|j| src_class.get(j).copied())
+                    .unwrap_or(PORT_CLASS_ON_MISS),
             )
         })
         .collect();
@@ -647,14 +673,18 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         let mut merged: Vec<(u8, u16, u16, u32)> = Vec::new();
         for iv in ivs {
             match merged.last_mut() {
-                Some(last) if last.0 == iv.0 && last.3 == iv.3 && u32::from(last.2) + 1 == u32::from(iv.1) => {
+                Some(last)
+                    if last.0 == iv.0
+                        && last.3 == iv.3
+                        && u32::from(last.2) + 1 == u32::from(iv.1) =>
+                {
                     last.2 = iv.2;
                 }
                 _ => merged.push(iv),
             }
         }
         for (protocol, lo, hi, class) in merged {
-            if kind == PortKind::Dst && class == DEFAULT_DST_PORT_CLASS {
+            if kind == PortKind::Dst && class == PORT_CLASS_ON_MISS {
                 continue;
             }
             for (port, prefix_len) in interval_prefixes(lo, hi) {
@@ -693,11 +723,29 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let (mut peers_v4, mut peers_v6) = (Vec::new(), Vec::new());
     for (ri, net) in regions.nets.iter().enumerate() {
         let inherited = regions.parent[ri].and_then(|p| effective.get(p).copied().flatten());
-        effective[ri] = match region_class[ri] {
+        // Each family's root is always written (the datapath treats a peer miss as "no
+        // tables in this slot"); a root its children cover whole takes any class, as no
+        // lookup ends there.
+        let class = match (region_class[ri], net.prefix_len()) {
+            (None, 0) => region_class.iter().flatten().copied().find(|&k| {
+                classes
+                    .get(k)
+                    .is_some_and(|(v6, _)| *v6 == net.addr().is_ipv6())
+            }),
+            (k, _) => k,
+        };
+        effective[ri] = match class {
             Some(k) => {
                 if inherited != Some(k) {
-                    let out = if net.addr().is_ipv4() { &mut peers_v4 } else { &mut peers_v6 };
-                    out.push(PeerPrefix { net: *net, class: k });
+                    let out = if net.addr().is_ipv4() {
+                        &mut peers_v4
+                    } else {
+                        &mut peers_v6
+                    };
+                    out.push(PeerPrefix {
+                        net: *net,
+                        class: k,
+                    });
                 }
                 Some(k)
             }
@@ -715,21 +763,33 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             let (_, class_rows) = classes
                 .get(k as u32)
                 .ok_or(CompileError::Internal("class"))?;
-            let row_id = *class_rows.get(si).ok_or(CompileError::Internal("class row"))?;
-            let row = rows_of_set.get(row_id).ok_or(CompileError::Internal("row"))?;
+            let row_id = *class_rows
+                .get(si)
+                .ok_or(CompileError::Internal("class row"))?;
+            let row = rows_of_set
+                .get(row_id)
+                .ok_or(CompileError::Internal("row"))?;
             let mut cells: BTreeMap<u32, u32> = BTreeMap::new();
             for (ci, v) in row.iter().enumerate() {
-                let pc = *combo_port_class.get(ci).ok_or(CompileError::Internal("combo"))?;
+                let pc = *combo_port_class
+                    .get(ci)
+                    .ok_or(CompileError::Internal("combo"))?;
                 let prev = *cells.entry(pc).or_insert(*v);
                 debug_assert_eq!(prev, *v, "port class merged cells that differ");
             }
-            let default = most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
+            let default =
+                most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
             cells.retain(|_, v| *v != default);
             rows.insert(k as u32, (default, cells));
         }
         let set_default = most_frequent(rows.values().map(|(d, _)| d))
             .ok_or(CompileError::Internal("no peer classes"))?;
-        let value = |id: u32| values.get(id).copied().ok_or(CompileError::Internal("value"));
+        let value = |id: u32| {
+            values
+                .get(id)
+                .copied()
+                .ok_or(CompileError::Internal("value"))
+        };
         let mut table = SetTable {
             default: value(set_default)?,
             rows: BTreeMap::new(),
@@ -752,7 +812,12 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         }
         set_final.push(tables.intern(table).0);
     }
-    let final_id = |s: usize| set_final.get(s).copied().ok_or(CompileError::Internal("set id"));
+    let final_id = |s: usize| {
+        set_final
+            .get(s)
+            .copied()
+            .ok_or(CompileError::Internal("set id"))
+    };
     let mut endpoints_out = BTreeMap::new();
     for (id, [i, e], is_host) in ep_sets {
         endpoints_out.insert(
@@ -804,4 +869,3 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         stats,
     })
 }
-

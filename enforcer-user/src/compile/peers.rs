@@ -121,15 +121,27 @@ impl Regions {
         let nets: Vec<IpNet> = set.into_iter().collect();
         let is_rule_net = nets.iter().map(|n| rule_net_set.contains(n)).collect();
         // What a rule can see of a pod: namespace, labels, service account, named ports.
-        let mut identities: HashMap<(&str, &crate::model::Labels, &str, &[crate::model::NamedPort]), u32> =
-            HashMap::new();
+        let mut identities: HashMap<
+            (
+                &str,
+                &crate::model::Labels,
+                &str,
+                &[crate::model::NamedPort],
+            ),
+            u32,
+        > = HashMap::new();
         let pod_identity = inv
             .pods
             .iter()
             .map(|p| {
                 let n = identities.len() as u32;
                 *identities
-                    .entry((p.namespace.as_str(), &p.labels, p.service_account.as_str(), p.ports.as_slice()))
+                    .entry((
+                        p.namespace.as_str(),
+                        &p.labels,
+                        p.service_account.as_str(),
+                        p.ports.as_slice(),
+                    ))
                     .or_insert(n)
             })
             .collect();
@@ -211,7 +223,13 @@ impl Regions {
         let mut rule_nets = Vec::new();
         let mut r = region.or_else(|| self.region_of(addr));
         while let Some(ri) = r {
-            sets.extend(self.sets_at.get(&ri).into_iter().flatten().map(|(si, _)| *si));
+            sets.extend(
+                self.sets_at
+                    .get(&ri)
+                    .into_iter()
+                    .flatten()
+                    .map(|(si, _)| *si),
+            );
             if self.is_rule_net.get(ri).copied().unwrap_or(false) {
                 rule_nets.push(ri);
             }
@@ -246,7 +264,12 @@ impl Regions {
     /// address) and the namespaces and service accounts whose labels they carry. Evaluating a
     /// rule half that constrains only this address against it gives the same answer as the
     /// whole inventory, at a cost independent of the inventory's size.
-    pub fn scoped_inventory(&self, inv: &Inventory, addr: IpAddr, region: Option<usize>) -> Inventory {
+    pub fn scoped_inventory(
+        &self,
+        inv: &Inventory,
+        addr: IpAddr,
+        region: Option<usize>,
+    ) -> Inventory {
         let pods: Vec<_> = self
             .pods_at
             .get(&addr)
@@ -331,7 +354,12 @@ mod tests {
             namespace: None,
             name: "s".into(),
             labels: Default::default(),
-            nets: vec![net("10.0.0.0/8"), net("10.0.0.0/9"), net("10.128.0.0/9"), net("10.1.2.3/16")],
+            nets: vec![
+                net("10.0.0.0/8"),
+                net("10.0.0.0/9"),
+                net("10.128.0.0/9"),
+                net("10.1.2.3/16"),
+            ],
             origin: Origin::default(),
         });
         let r = Regions::build(&inv);
@@ -344,7 +372,10 @@ mod tests {
         let root = r.index[&net("0.0.0.0/0")];
         assert_eq!(r.rep[root], Some("0.0.0.0".parse().unwrap()));
         assert_eq!(r.region_of("10.1.9.9".parse().unwrap()), Some(i16));
-        assert_eq!(r.region_of("::1".parse().unwrap()), Some(r.index[&net("::/0")]));
+        assert_eq!(
+            r.region_of("::1".parse().unwrap()),
+            Some(r.index[&net("::/0")])
+        );
         let scoped = r.scoped_inventory(&inv, "10.1.9.9".parse().unwrap(), None);
         assert_eq!(scoped.network_sets.len(), 1, "one set, once");
         assert_eq!(scoped.network_sets[0].nets, vec![net("10.1.2.3/16")]);

@@ -16,6 +16,16 @@ pub(crate) fn is_icmp(proto: u8) -> bool {
     proto == Protocol::ICMP.0 || proto == Protocol::ICMPV6.0
 }
 
+/// ICMP in IPv4 or ICMPv6 in IPv6: the protocols whose type and code the datapath reads.
+pub(crate) fn is_family_icmp(proto: u8, v6: bool) -> bool {
+    proto
+        == if v6 {
+            Protocol::ICMPV6.0
+        } else {
+            Protocol::ICMP.0
+        }
+}
+
 /// One elementary destination interval. `proto == None` is the shared interval of every
 /// protocol no rule names (the "other protocol" class, looked up as a miss).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +75,20 @@ fn intervals(cuts: Option<&BTreeSet<u32>>) -> Vec<(u16, u16)> {
     out
 }
 
-fn packet_fields(proto: u8, dst_value: u16, src_value: u16) -> (Option<u16>, Option<u16>, Option<u8>, Option<u8>) {
+fn packet_fields(
+    proto: u8,
+    dst_value: u16,
+    src_value: u16,
+) -> (Option<u16>, Option<u16>, Option<u8>, Option<u8>) {
     if Protocol(proto).has_ports() {
         (Some(dst_value), Some(src_value), None, None)
     } else if is_icmp(proto) {
-        (None, None, Some((dst_value >> 8) as u8), Some((dst_value & 0xff) as u8))
+        (
+            None,
+            None,
+            Some((dst_value >> 8) as u8),
+            Some((dst_value & 0xff) as u8),
+        )
     } else {
         (None, None, None, None)
     }
@@ -78,10 +97,17 @@ fn packet_fields(proto: u8, dst_value: u16, src_value: u16) -> (Option<u16>, Opt
 impl PortSpace {
     pub fn build(inv: &Inventory, opts: &Options, has_hosts: bool) -> PortSpace {
         let mut named: HashMap<&str, Vec<(u8, u16)>> = HashMap::new();
-        let pod_ports = inv.pods.iter().filter(|p| !p.host_network).flat_map(|p| &p.ports);
+        let pod_ports = inv
+            .pods
+            .iter()
+            .filter(|p| !p.host_network)
+            .flat_map(|p| &p.ports);
         for np in pod_ports.chain(inv.host_endpoints.iter().flat_map(|h| &h.ports)) {
             if !np.name.is_empty() {
-                named.entry(np.name.as_str()).or_default().push((np.protocol.0, np.port));
+                named
+                    .entry(np.name.as_str())
+                    .or_default()
+                    .push((np.protocol.0, np.port));
             }
         }
         let mut distinguished: BTreeSet<u8> = BTreeSet::new();
@@ -239,7 +265,11 @@ pub fn interval_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let mut s = u32::from(lo);
     let e = u32::from(hi);
     while s <= e {
-        let mut k = if s == 0 { 16 } else { s.trailing_zeros().min(16) };
+        let mut k = if s == 0 {
+            16
+        } else {
+            s.trailing_zeros().min(16)
+        };
         while s + (1u32 << k) - 1 > e {
             k -= 1;
         }
@@ -255,7 +285,15 @@ mod tests {
 
     #[test]
     fn prefixes_cover_exactly() {
-        for (lo, hi) in [(0u16, 65535u16), (1, 65534), (80, 80), (1000, 2000), (0, 0), (65535, 65535), (1, 1024)] {
+        for (lo, hi) in [
+            (0u16, 65535u16),
+            (1, 65534),
+            (80, 80),
+            (1000, 2000),
+            (0, 0),
+            (65535, 65535),
+            (1, 1024),
+        ] {
             let ps = interval_prefixes(lo, hi);
             assert!(ps.len() <= 30, "{lo}-{hi}: {}", ps.len());
             let mut covered = 0u32;
@@ -263,7 +301,9 @@ mod tests {
                 let size = 1u32 << (16 - u32::from(*len));
                 assert_eq!(u32::from(*p) % size, 0, "aligned");
                 covered += size;
-                assert!(u32::from(*p) >= u32::from(lo) && u32::from(*p) + size - 1 <= u32::from(hi));
+                assert!(
+                    u32::from(*p) >= u32::from(lo) && u32::from(*p) + size - 1 <= u32::from(hi)
+                );
             }
             assert_eq!(covered, u32::from(hi) - u32::from(lo) + 1);
         }

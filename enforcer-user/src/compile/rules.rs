@@ -76,22 +76,36 @@ impl RuleTable {
                         origin: p.origin.clone(),
                     };
                     items.push((
-                        SortKey::Rule(rr.tier.clone(), rr.policy.clone(), p.kind.kind_name(), dir, index, pi),
+                        SortKey::Rule(
+                            rr.tier.clone(),
+                            rr.policy.clone(),
+                            p.kind.kind_name(),
+                            dir,
+                            index,
+                            pi,
+                        ),
                         Decision::Rule(rr),
                         Some(pi),
                     ));
                 }
             }
         }
-        for t in tiers.iter().filter(|t| t.default_action == TierDefault::Deny) {
+        for t in tiers
+            .iter()
+            .filter(|t| t.default_action == TierDefault::Deny)
+        {
             items.push((
                 SortKey::TierDefault(t.name.clone()),
-                Decision::TierDefault { tier: t.name.clone() },
+                Decision::TierDefault {
+                    tier: t.name.clone(),
+                },
                 None,
             ));
         }
-        let mut profiles: BTreeSet<String> =
-            workload_namespaces.iter().map(|ns| format!("kns.{ns}")).collect();
+        let mut profiles: BTreeSet<String> = workload_namespaces
+            .iter()
+            .map(|ns| format!("kns.{ns}"))
+            .collect();
         if inv
             .host_endpoints
             .iter()
@@ -100,10 +114,18 @@ impl RuleTable {
             profiles.insert(DEFAULT_ALLOW_PROFILE.to_string());
         }
         for profile in profiles {
-            items.push((SortKey::Profile(profile.clone()), Decision::Profile { profile }, None));
+            items.push((
+                SortKey::Profile(profile.clone()),
+                Decision::Profile { profile },
+                None,
+            ));
         }
         if !inv.host_endpoints.is_empty() {
-            items.push((SortKey::HostDefaultDeny, Decision::HostEndpointDefaultDeny, None));
+            items.push((
+                SortKey::HostDefaultDeny,
+                Decision::HostEndpointDefaultDeny,
+                None,
+            ));
             let fs: BTreeSet<(u8, u16)> = opts
                 .failsafe
                 .inbound
@@ -168,7 +190,10 @@ impl RuleTable {
 
     /// The id of an evaluator decision, if the table has it.
     pub fn id_of(&self, decision: &Decision) -> Option<u32> {
-        self.entries.iter().find(|e| &e.decision == decision).map(|e| e.id)
+        self.entries
+            .iter()
+            .find(|e| &e.decision == decision)
+            .map(|e| e.id)
     }
 
     pub(crate) fn rule_id(&self, policy: usize, dir: Direction, index: usize) -> Option<u32> {

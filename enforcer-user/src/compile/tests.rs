@@ -3,14 +3,16 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
-use enforcer_common::{ANY, MAX_VERDICTS, VerdictKey};
+use enforcer_common::{
+    ANY, CONFIG_SRC_PORTS, MAX_VERDICTS, PORT_KEY_FIXED_BITS, PORT_KIND_DST, VerdictKey,
+};
 
 use super::*;
 use crate::{
     evaluator::{Decision, Options, Packet, Verdict, evaluate_packet},
     model::{
-        Action, Direction, EntityRule, HostEndpoint, Inventory, Labels, NamedPort, Namespace, NetworkSet,
-        Origin, Pod, Policy, PolicyKind, PortSpec, Protocol, Rule, StagedAction,
+        Action, Direction, EntityRule, HostEndpoint, Inventory, Labels, NamedPort, Namespace,
+        NetworkSet, Origin, Pod, Policy, PolicyKind, PortSpec, Protocol, Rule, StagedAction,
     },
     selector::Selector,
 };
@@ -23,7 +25,9 @@ fn origin() -> Origin {
 }
 
 fn labels(kv: &[(&str, &str)]) -> Labels {
-    kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn pod(ns: &str, name: &str, kv: &[(&str, &str)], ips: &[&str]) -> Pod {
@@ -61,7 +65,14 @@ fn tcp_to(action: Action, ports: &[(u16, u16)]) -> Rule {
     r
 }
 
-fn policy(kind: PolicyKind, ns: Option<&str>, name: &str, selector: &str, ingress: Vec<Rule>, egress: Vec<Rule>) -> Policy {
+fn policy(
+    kind: PolicyKind,
+    ns: Option<&str>,
+    name: &str,
+    selector: &str,
+    ingress: Vec<Rule>,
+    egress: Vec<Rule>,
+) -> Policy {
     let mut types = Vec::new();
     if !ingress.is_empty() {
         types.push(Direction::Ingress);
@@ -126,7 +137,14 @@ fn pod_id(name: &str) -> EndpointId {
 }
 
 /// The compiled verdict and deciding rule equal the evaluator's.
-fn agrees(inv: &Inventory, opts: &Options, c: &Compiled, ep: &EndpointId, dir: Direction, p: &Packet) -> LookupResult {
+fn agrees(
+    inv: &Inventory,
+    opts: &Options,
+    c: &Compiled,
+    ep: &EndpointId,
+    dir: Direction,
+    p: &Packet,
+) -> LookupResult {
     let got = c.lookup(ep, dir, p).unwrap();
     let e = evaluate_packet(inv, p, opts);
     let t = match dir {
@@ -136,7 +154,11 @@ fn agrees(inv: &Inventory, opts: &Options, c: &Compiled, ep: &EndpointId, dir: D
     assert_eq!(got.action, t.verdict, "{p:?}");
     assert_eq!(c.rule(got.rule_id).unwrap().decision, t.decided_by, "{p:?}");
     assert_eq!(got.staged_action, t.staged_verdict, "{p:?}");
-    assert_eq!(c.rule(got.staged_rule_id).unwrap().decision, t.staged_decided_by, "{p:?}");
+    assert_eq!(
+        c.rule(got.staged_rule_id).unwrap().decision,
+        t.staged_decided_by,
+        "{p:?}"
+    );
     got
 }
 
@@ -162,19 +184,71 @@ fn allow_from_selected_peer_on_listed_ports() {
     let opts = Options::default();
     let c = compile(&inv, &opts).unwrap();
     let db = pod_id("db");
-    let r = agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("10.0.0.1", "10.0.0.2", 5432));
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &db,
+        Direction::Ingress,
+        &tcp("10.0.0.1", "10.0.0.2", 5432),
+    );
     assert_eq!(r.action, Verdict::Allow);
     assert_eq!(r.hit, VerdictHit::Exact);
-    for (src, port) in [("10.0.0.3", 5432), ("10.0.0.1", 5433), ("10.0.0.1", 6011), ("192.0.2.1", 5432)] {
-        let r = agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp(src, "10.0.0.2", port));
+    for (src, port) in [
+        ("10.0.0.3", 5432),
+        ("10.0.0.1", 5433),
+        ("10.0.0.1", 6011),
+        ("192.0.2.1", 5432),
+    ] {
+        let r = agrees(
+            &inv,
+            &opts,
+            &c,
+            &db,
+            Direction::Ingress,
+            &tcp(src, "10.0.0.2", port),
+        );
         assert_eq!(r.action, Verdict::Deny, "{src}:{port}");
     }
-    agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("10.0.0.1", "10.0.0.2", 6005));
-    agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("fd00::1", "fd00::2", 6005));
-    agrees(&inv, &opts, &c, &db, Direction::Ingress, &tcp("fd00::9", "fd00::2", 6005));
+    agrees(
+        &inv,
+        &opts,
+        &c,
+        &db,
+        Direction::Ingress,
+        &tcp("10.0.0.1", "10.0.0.2", 6005),
+    );
+    agrees(
+        &inv,
+        &opts,
+        &c,
+        &db,
+        Direction::Ingress,
+        &tcp("fd00::1", "fd00::2", 6005),
+    );
+    agrees(
+        &inv,
+        &opts,
+        &c,
+        &db,
+        Direction::Ingress,
+        &tcp("fd00::9", "fd00::2", 6005),
+    );
     // Unselected pods are allowed by their profile.
-    let r = agrees(&inv, &opts, &c, &pod_id("web"), Direction::Ingress, &tcp("10.0.0.3", "10.0.0.1", 1));
-    assert_eq!(c.rule(r.rule_id).unwrap().decision, Decision::Profile { profile: "kns.ns".into() });
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &pod_id("web"),
+        Direction::Ingress,
+        &tcp("10.0.0.3", "10.0.0.1", 1),
+    );
+    assert_eq!(
+        c.rule(r.rule_id).unwrap().decision,
+        Decision::Profile {
+            profile: "kns.ns".into()
+        }
+    );
 
     // Classes: web's address is the only peer that differs (one prefix per family besides the
     // roots); 5432 and 6000-6010 are one port class, everything else the default class.
@@ -183,8 +257,15 @@ fn allow_from_selected_peer_on_listed_ports() {
     let v4: Vec<String> = c.peers_v4.iter().map(|p| p.net.to_string()).collect();
     assert_eq!(v4, vec!["0.0.0.0/0", "10.0.0.1/32"]);
     assert_eq!(c.stats.dst_port_classes, 2);
-    assert!(c.port_prefixes.iter().all(|p| p.protocol == 6 && p.class == 1));
-    assert_eq!(c.port_prefixes.len(), 1 + interval_prefixes(6000, 6010).len());
+    assert!(
+        c.port_prefixes
+            .iter()
+            .all(|p| p.protocol == 6 && p.class == 1)
+    );
+    assert_eq!(
+        c.port_prefixes.len(),
+        1 + interval_prefixes(6000, 6010).len()
+    );
     // Two sets: db's ingress, and "profile allows" shared by everything else.
     assert_eq!(c.sets.len(), 2);
     assert!(!c.uses_src_ports);
@@ -194,7 +275,9 @@ fn allow_from_selected_peer_on_listed_ports() {
 fn map_entries_encode_keys_as_documented() {
     let inv = db_policy_inventory();
     let c = compile(&inv, &Options::default()).unwrap();
-    let ifx: BTreeMap<EndpointId, u32> = [(pod_id("db"), 7), (pod_id("web"), 8)].into_iter().collect();
+    let ifx: BTreeMap<EndpointId, u32> = [(pod_id("db"), 7), (pod_id("web"), 8)]
+        .into_iter()
+        .collect();
     let m = to_map_entries(&c, 1, &|id| ifx.get(id).copied().into_iter().collect()).unwrap();
     assert_eq!(m.endpoints.len(), 2, "only endpoints with an interface");
     let web = m
@@ -208,7 +291,7 @@ fn map_entries_encode_keys_as_documented() {
     let p5432 = m
         .ports
         .iter()
-        .find(|e| e.prefix_len == PORT_KEY_FIXED_BITS_V2 + 16)
+        .find(|e| e.prefix_len == PORT_KEY_FIXED_BITS + 16)
         .expect("5432/16");
     assert_eq!(p5432.data, [0, 0, 0, 1, PORT_KIND_DST, 6, 0x15, 0x38]);
     let db_set = c.endpoints[&pod_id("db")].ingress;
@@ -260,12 +343,21 @@ fn diff_lists_inserts_updates_and_deletes() {
         EndpointId::Pod { name, .. } => vec![name.len() as u32],
         _ => vec![],
     };
-    let (ca, cb) = (compile(&a, &Options::default()).unwrap(), compile(&b, &Options::default()).unwrap());
-    let (ma, mb) = (to_map_entries(&ca, 0, &ifx).unwrap(), to_map_entries(&cb, 0, &ifx).unwrap());
+    let (ca, cb) = (
+        compile(&a, &Options::default()).unwrap(),
+        compile(&b, &Options::default()).unwrap(),
+    );
+    let (ma, mb) = (
+        to_map_entries(&ca, 0, &ifx).unwrap(),
+        to_map_entries(&cb, 0, &ifx).unwrap(),
+    );
     assert!(diff(&ma, &ma).is_empty());
     let d = diff(&ma, &mb);
     assert!(!d.is_empty());
-    assert!(d.ports.iter().any(|c| matches!(c, Change::Insert { .. })), "{d}");
+    assert!(
+        d.ports.iter().any(|c| matches!(c, Change::Insert { .. })),
+        "{d}"
+    );
     // Applying the diff to the old entries gives the new ones.
     let mut verdicts = ma.verdicts.clone();
     for c in &d.verdicts {
@@ -348,32 +440,81 @@ fn hep(name: &str, ips: &[&str], profiles: &[&str]) -> HostEndpoint {
 fn host_endpoints_get_failsafe_ports_and_default_deny() {
     let mut inv = base();
     inv.host_endpoints.push(hep("node1", &["192.0.2.10"], &[]));
-    inv.host_endpoints.push(hep("bare", &[], &["projectcalico-default-allow"]));
+    inv.host_endpoints
+        .push(hep("bare", &[], &["projectcalico-default-allow"]));
     let mut ssh = tcp_to(Action::Allow, &[]);
     ssh.destination.ports = vec![PortSpec::Named("ssh".into())];
     ssh.source.nets = vec!["10.0.0.0/8".parse().unwrap()];
-    inv.policies
-        .push(policy(PolicyKind::GlobalNetworkPolicy, None, "ssh", "role == 'node'", vec![ssh], vec![]));
+    inv.policies.push(policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "ssh",
+        "role == 'node'",
+        vec![ssh],
+        vec![],
+    ));
     let opts = Options::default();
     let c = compile(&inv, &opts).unwrap();
-    let node = EndpointId::Host { name: "node1".into() };
+    let node = EndpointId::Host {
+        name: "node1".into(),
+    };
     assert!(c.endpoints[&node].is_host);
-    let r = agrees(&inv, &opts, &c, &node, Direction::Ingress, &tcp("203.0.113.1", "192.0.2.10", 22));
-    assert!(matches!(c.rule(r.rule_id).unwrap().decision, Decision::Failsafe { port: 22, .. }));
-    let r = agrees(&inv, &opts, &c, &node, Direction::Ingress, &tcp("10.0.0.3", "192.0.2.10", 2222));
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &node,
+        Direction::Ingress,
+        &tcp("203.0.113.1", "192.0.2.10", 22),
+    );
+    assert!(matches!(
+        c.rule(r.rule_id).unwrap().decision,
+        Decision::Failsafe { port: 22, .. }
+    ));
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &node,
+        Direction::Ingress,
+        &tcp("10.0.0.3", "192.0.2.10", 2222),
+    );
     assert_eq!(r.action, Verdict::Allow);
-    let r = agrees(&inv, &opts, &c, &node, Direction::Ingress, &tcp("203.0.113.1", "192.0.2.10", 2222));
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &node,
+        Direction::Ingress,
+        &tcp("203.0.113.1", "192.0.2.10", 2222),
+    );
     assert_eq!(r.action, Verdict::Deny);
     // No policy for egress: host endpoints without the default-allow profile deny.
-    let r = agrees(&inv, &opts, &c, &node, Direction::Egress, &tcp("192.0.2.10", "203.0.113.1", 80));
-    assert_eq!(c.rule(r.rule_id).unwrap().decision, Decision::HostEndpointDefaultDeny);
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &node,
+        Direction::Egress,
+        &tcp("192.0.2.10", "203.0.113.1", 80),
+    );
+    assert_eq!(
+        c.rule(r.rule_id).unwrap().decision,
+        Decision::HostEndpointDefaultDeny
+    );
     // A host endpoint without addresses is compiled with the unspecified address as its
     // own. Nothing owns that address, so a named port on its side never resolves (as in
     // Calico, whose named-port IP sets hold the endpoint's addresses): the policy selects it,
     // no rule matches, the tier denies.
-    let bare = EndpointId::Host { name: "bare".into() };
+    let bare = EndpointId::Host {
+        name: "bare".into(),
+    };
     let r = c
-        .lookup(&bare, Direction::Ingress, &tcp("10.0.0.3", "192.0.2.99", 2222))
+        .lookup(
+            &bare,
+            Direction::Ingress,
+            &tcp("10.0.0.3", "192.0.2.99", 2222),
+        )
         .unwrap();
     assert_eq!(
         c.rule(r.rule_id).unwrap().decision,
@@ -381,7 +522,9 @@ fn host_endpoints_get_failsafe_ports_and_default_deny() {
             tier: "default".into()
         }
     );
-    let r = c.lookup(&bare, Direction::Egress, &tcp("0.0.0.0", "10.0.0.3", 2222)).unwrap();
+    let r = c
+        .lookup(&bare, Direction::Egress, &tcp("0.0.0.0", "10.0.0.3", 2222))
+        .unwrap();
     assert_eq!(
         c.rule(r.rule_id).unwrap().decision,
         Decision::Profile {
@@ -413,8 +556,14 @@ fn source_ports_get_their_own_lookup() {
         ..tcp("10.0.0.1", "10.0.0.2", 5000)
     };
     let web = pod_id("db");
-    assert_eq!(agrees(&inv, &opts, &c, &web, Direction::Ingress, &udp(53)).action, Verdict::Deny);
-    assert_eq!(agrees(&inv, &opts, &c, &web, Direction::Ingress, &udp(54)).action, Verdict::Allow);
+    assert_eq!(
+        agrees(&inv, &opts, &c, &web, Direction::Ingress, &udp(53)).action,
+        Verdict::Deny
+    );
+    assert_eq!(
+        agrees(&inv, &opts, &c, &web, Direction::Ingress, &udp(54)).action,
+        Verdict::Allow
+    );
     let m = to_map_entries(&c, 0, &|_| vec![]).unwrap();
     assert_eq!(m.config_flags, CONFIG_SRC_PORTS);
     assert!(c.port_prefixes.iter().any(|p| p.kind == PortKind::Src));
@@ -435,7 +584,14 @@ fn staged_policies_decide_only_the_staged_verdict() {
     inv.policies.push(staged);
     let opts = Options::default();
     let c = compile(&inv, &opts).unwrap();
-    let r = agrees(&inv, &opts, &c, &pod_id("web"), Direction::Ingress, &tcp("10.0.0.3", "10.0.0.1", 80));
+    let r = agrees(
+        &inv,
+        &opts,
+        &c,
+        &pod_id("web"),
+        Direction::Ingress,
+        &tcp("10.0.0.3", "10.0.0.1", 80),
+    );
     assert_eq!((r.action, r.staged_action), (Verdict::Allow, Verdict::Deny));
 }
 
@@ -472,7 +628,14 @@ fn nested_network_sets_make_nested_classes() {
         ("198.51.100.200", Verdict::Deny),
         ("198.51.101.1", Verdict::Allow),
     ] {
-        let r = agrees(&inv, &opts, &c, &web, Direction::Egress, &tcp("10.0.0.1", dst, 443));
+        let r = agrees(
+            &inv,
+            &opts,
+            &c,
+            &web,
+            Direction::Egress,
+            &tcp("10.0.0.1", dst, 443),
+        );
         assert_eq!(r.action, want, "{dst}");
     }
     // The /25 behaves like the /24 around it (the deny comes first), so it is not written.
@@ -497,7 +660,12 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
         let app = i % apps;
         // App a lives in namespace a % 10 and accepts from app a + 10 (the same namespace).
         let ip = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256);
-        let mut p = pod(&format!("ns{}", app % 10), &format!("pod{i}"), &[("app", &format!("app{app}"))], &[&ip]);
+        let mut p = pod(
+            &format!("ns{}", app % 10),
+            &format!("pod{i}"),
+            &[("app", &format!("app{app}"))],
+            &[&ip],
+        );
         p.ports.push(NamedPort {
             name: "http".into(),
             port: 8080,
@@ -507,7 +675,8 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
     }
     for a in 0..apps {
         let mut from = tcp_to(Action::Allow, &[(8000 + a as u16, 8000 + a as u16)]);
-        from.source.selector = Some(Selector::parse(&format!("app == 'app{}'", (a + 10) % apps)).unwrap());
+        from.source.selector =
+            Some(Selector::parse(&format!("app == 'app{}'", (a + 10) % apps)).unwrap());
         let mut named = tcp_to(Action::Allow, &[]);
         named.destination.ports = vec![PortSpec::Named("http".into())];
         named.source.namespace_selector = Some(Selector::parse("team == 'a'").unwrap());
@@ -528,13 +697,24 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
         name: "feed".into(),
         labels: labels(&[("feed", "bad")]),
         nets: (0..cidrs)
-            .map(|i| format!("{}.{}.{}.0/24", 100 + i / 65536, (i / 256) % 256, i % 256).parse().unwrap())
+            .map(|i| {
+                format!("{}.{}.{}.0/24", 100 + i / 65536, (i / 256) % 256, i % 256)
+                    .parse()
+                    .unwrap()
+            })
             .collect(),
         origin: origin(),
     });
     let mut deny = rule(Action::Deny);
     deny.destination.selector = Some(Selector::parse("feed == 'bad'").unwrap());
-    let mut gnp = policy(PolicyKind::GlobalNetworkPolicy, None, "feed", "all()", vec![], vec![deny]);
+    let mut gnp = policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "feed",
+        "all()",
+        vec![],
+        vec![deny],
+    );
     gnp.order = Some(10.0);
     inv.policies.push(gnp);
     inv
@@ -543,16 +723,136 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
 #[test]
 #[ignore]
 fn compile_scaling_report() {
-    for (pods, apps, cidrs) in [(100, 10, 100), (1000, 10, 100), (1000, 100, 100), (1000, 100, 10_000), (5000, 200, 10_000)] {
+    for (pods, apps, cidrs) in [
+        (100, 10, 100),
+        (1000, 10, 100),
+        (1000, 100, 100),
+        (1000, 100, 10_000),
+        (5000, 200, 10_000),
+    ] {
         let inv = synthetic(pods, apps, cidrs);
-        let t = std::time::Instant::now();
         let c = compile(&inv, &Options::default()).unwrap();
-        let m = to_map_entries(&c, 0, &|_| vec![]).unwrap();
+        let t = std::time::Instant::now() - c.stats.elapsed;
+        let ifx: BTreeMap<EndpointId, u32> = c.endpoints.keys().take(200).cloned().zip(1..).collect();
+        let m = to_map_entries(&c, 0, &|id| ifx.get(id).copied().into_iter().collect()).unwrap();
         println!(
-            "pods {pods:5} apps {apps:4} cidrs {cidrs:6}: {:8.1} ms  {:?}  (verdicts written for no interface: {})",
-            t.elapsed().as_secs_f64() * 1e3,
-            c.stats,
-            m.verdicts.len()
+            "pods {pods:6} apps {apps:5} cidrs {cidrs:8}: {:9.1} ms; sets {} peer classes {} port classes {} \
+             peer prefixes {} port prefixes {} verdict entries {} (render {} endpoints: {:.1} ms)",
+            c.stats.elapsed.as_secs_f64() * 1e3,
+            c.stats.sets,
+            c.stats.peer_classes_v4 + c.stats.peer_classes_v6,
+            c.stats.dst_port_classes,
+            c.stats.peer_prefixes,
+            c.stats.port_prefixes,
+            c.stats.verdict_entries,
+            m.endpoints.len(),
+            (t.elapsed() - c.stats.elapsed).as_secs_f64() * 1e3,
         );
     }
+}
+
+#[test]
+fn roots_are_written_even_when_children_cover_them() {
+    let mut inv = base();
+    let mut a = rule(Action::Deny);
+    a.source.nets = vec!["0.0.0.0/1".parse().unwrap()];
+    let mut b = rule(Action::Allow);
+    b.source.nets = vec!["128.0.0.0/1".parse().unwrap()];
+    inv.policies.push(policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "halves",
+        "all()",
+        vec![a, b],
+        vec![],
+    ));
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    assert!(
+        c.peers_v4.iter().any(|p| p.net.prefix_len() == 0),
+        "{:?}",
+        c.peers_v4
+    );
+    assert!(c.peers_v6.iter().any(|p| p.net.prefix_len() == 0));
+    let db = pod_id("db");
+    assert_eq!(
+        agrees(
+            &inv,
+            &opts,
+            &c,
+            &db,
+            Direction::Ingress,
+            &tcp("10.0.0.1", "10.0.0.2", 1)
+        )
+        .action,
+        Verdict::Deny
+    );
+    assert_eq!(
+        agrees(
+            &inv,
+            &opts,
+            &c,
+            &db,
+            Direction::Ingress,
+            &tcp("200.0.0.1", "10.0.0.2", 1)
+        )
+        .action,
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn icmp_types_are_read_only_for_the_family_protocol() {
+    let mut inv = base();
+    let mut ping = rule(Action::Allow);
+    ping.icmp = Some(crate::model::IcmpMatch {
+        icmp_type: 0,
+        code: None,
+    });
+    inv.policies.push(policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "ping",
+        "all()",
+        vec![ping],
+        vec![],
+    ));
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    let icmp = |proto: Protocol, src: &str, dst: &str, t: Option<u8>| Packet {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol: proto,
+        src_port: None,
+        dst_port: None,
+        icmp_type: t,
+        icmp_code: t,
+    };
+    let db = pod_id("db");
+    let ok = |p: &Packet| agrees(&inv, &opts, &c, &db, Direction::Ingress, p).action;
+    assert_eq!(
+        ok(&icmp(Protocol::ICMP, "10.0.0.1", "10.0.0.2", Some(0))),
+        Verdict::Allow
+    );
+    assert_eq!(
+        ok(&icmp(Protocol::ICMP, "10.0.0.1", "10.0.0.2", Some(8))),
+        Verdict::Deny
+    );
+    assert_eq!(
+        ok(&icmp(Protocol::ICMPV6, "fd00::1", "fd00::2", Some(0))),
+        Verdict::Allow
+    );
+    // ICMPv6 over IPv4: the datapath reads no type (port 0), nor does the packet it sees.
+    assert_eq!(
+        ok(&icmp(Protocol::ICMPV6, "10.0.0.1", "10.0.0.2", None)),
+        Verdict::Deny
+    );
+    assert_eq!(
+        port_key(&icmp(Protocol::ICMPV6, "10.0.0.1", "10.0.0.2", Some(3))),
+        (58, 0, 0)
+    );
+    assert_eq!(
+        port_key(&icmp(Protocol::ICMP, "10.0.0.1", "10.0.0.2", Some(3))),
+        (1, 0x0303, 0)
+    );
 }

@@ -18,9 +18,11 @@
 //! detaches nothing. Only [`Datapath::detach`] (or removing the pins) detaches.
 //!
 //! ## Programming
-//! [`Datapath::program`] writes a [`MapEntries`] into the inactive slot and flips `CONFIG` in
-//! one update; see [`tables`] for the steps and guarantees (capacity checked first; on any
-//! error before the flip the old policy stays in force).
+//! [`Datapath::program`] writes a [`MapEntries`] into the inactive slot and flips
+//! `CONFIG.active_slot` in one update (then bumps the generation in a second one, as
+//! `docs/datapath-kernel.md` requires against torn 8-byte reads); see [`tables`] for the steps
+//! and guarantees (capacity checked first; on any error before the flip the old policy stays
+//! in force).
 //!
 //! ## Concurrency
 //! One process should write (the agent). Mutating calls take an exclusive `flock` on the layout
@@ -709,7 +711,8 @@ impl Datapath {
     }
 
     /// Writes `entries` (rendered for any slot: keys are re-slotted) into the inactive slot
-    /// and flips to it in one `CONFIG` update; see [`tables`].
+    /// and flips to it (one `CONFIG` update switches the slot, the next bumps the generation);
+    /// see [`tables`].
     pub fn program(&mut self, entries: &MapEntries) -> Result<ProgramReport, DatapathError> {
         let _lock = DirLock::exclusive(self.paths.layout_dir())?;
         let m = &mut self.maps;

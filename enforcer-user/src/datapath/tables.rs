@@ -11,13 +11,13 @@
 //! 5. flip, in the order `docs/datapath-kernel.md` ("The flip and torn reads") requires,
 //!    since the kernel copies `CONFIG` with a plain `memcpy` while programs read
 //!    `active_slot` and `generation` with one 8-byte load and `flags` with another:
-//!    a. only if the new tables need a table flag the old ones lack (`CONFIG_SRC_PORTS`):
-//!       `{s, g, old flags | new table flags}` (table flags are set early: with the
-//!       per-slot source-port catch-all the old tables answer class 0, as if unset);
-//!    b. `{1 - s, g, same flags}`: the flip proper; one byte changes, so no packet sees a
-//!       torn slot: new flows use the new tables from here on;
-//!    c. `{1 - s, g + 1, new flags}`: the generation bump (established flows are re-checked
-//!       against the new tables) and table flags the new tables no longer need cleared late;
+//!    - (a) only if the new tables need a table flag the old ones lack (`CONFIG_SRC_PORTS`):
+//!      `{s, g, old flags | new table flags}` (table flags are set early: with the per-slot
+//!      source-port catch-all the old tables answer class 0, as if unset);
+//!    - (b) `{1 - s, g, same flags}`: the flip proper; one byte changes, so no packet sees a
+//!      torn slot: new flows use the new tables from here on;
+//!    - (c) `{1 - s, g + 1, new flags}`: the generation bump (established flows are re-checked
+//!      against the new tables); table flags the new tables no longer need are cleared late;
 //! 6. wait a short grace period (packets that read the old slot finish their lookups), then
 //!    delete slot `s`'s entries. Failures here are reported, not fatal: the new policy is in
 //!    force and the leftovers are cleared by step 3 of the next write.
@@ -46,8 +46,8 @@ use std::{
 use aya::maps::MapError;
 use enforcer_common::{
     CONFIG_FAIL_CLOSED, CONFIG_SRC_PORTS, Config, EndpointKey, EndpointValue, MAX_ENDPOINTS,
-    MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS, VerdictKey,
-    VerdictValue, maps,
+    MAX_PEER_PREFIXES, MAX_PORT_PREFIXES, MAX_VERDICTS, PEER_KEY_FIXED_BITS, PORT_KIND_DST,
+    PORT_KIND_SRC, VerdictKey, VerdictValue, maps,
 };
 use serde::Serialize;
 
@@ -183,9 +183,51 @@ pub struct ProgramReport {
     pub previous: ConfigView,
     pub config: ConfigView,
     pub maps: Vec<MapWrite>,
+    /// Per-slot catch-all entries the tables lack (see [`missing_catch_alls`]).
+    pub missing_catch_alls: Vec<&'static str>,
     #[serde(skip)]
     pub elapsed: Duration,
 }
+
+/// The per-slot catch-alls `docs/datapath-kernel.md` expects userspace to install and that
+/// `entries` lacks: without them a trie miss denies the flow (`REASON_DENY_NO_VERDICT`).
+/// Written anyway (a table set may deny on purpose), but reported and logged.
+pub fn missing_catch_alls(entries: &MapEntries) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if entries.endpoints.is_empty() {
+        return out;
+    }
+    if !entries
+        .peer_v4
+        .iter()
+        .any(|e| e.prefix_len == PEER_KEY_FIXED_BITS)
+    {
+        out.push("PEER_V4 prefix length 32 (slot only)");
+    }
+    if !entries
+        .peer_v6
+        .iter()
+        .any(|e| e.prefix_len == PEER_KEY_FIXED_BITS)
+    {
+        out.push("PEER_V6 prefix length 32 (slot only)");
+    }
+    let port_catch_all = |kind: u8| {
+        entries
+            .ports
+            .iter()
+            .any(|e| e.prefix_len == PORT_CATCH_ALL_BITS && e.data[4] == kind)
+    };
+    if !port_catch_all(PORT_KIND_DST) {
+        out.push("PORTS prefix length 40 (slot and PORT_KIND_DST)");
+    }
+    if entries.config_flags & CONFIG_SRC_PORTS != 0 && !port_catch_all(PORT_KIND_SRC) {
+        out.push("PORTS prefix length 40 (slot and PORT_KIND_SRC)");
+    }
+    out
+}
+
+/// Bits of a `PORTS` catch-all: the slot and the kind byte.
+const PORT_CATCH_ALL_BITS: u32 = 40;
 
 /// `Config` without padding, for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -377,6 +419,14 @@ pub fn program(
     let s = previous.active_slot;
     let target = 1 - s;
 
+    let missing = missing_catch_alls(entries);
+    if !missing.is_empty() {
+        tracing::warn!(
+            ?missing,
+            "the new tables lack per-slot catch-alls: flows that miss them are denied \
+             (DENY_NO_VERDICT)"
+        );
+    }
     let peer_v4 = lpm_keys(maps::PEER_V4, &entries.peer_v4)?;
     let peer_v6 = lpm_keys(maps::PEER_V6, &entries.peer_v6)?;
     let ports = lpm_keys(maps::PORTS, &entries.ports)?;
@@ -493,6 +543,7 @@ pub fn program(
         previous: previous.into(),
         config: config.into(),
         maps: report,
+        missing_catch_alls: missing,
         elapsed: start.elapsed(),
     })
 }
@@ -1047,6 +1098,22 @@ mod tests {
             matches!(err, Err(DatapathError::CorruptConfig { active_slot: 7 })),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn missing_catch_alls_are_reported() {
+        let mut t = MemTables::new(100);
+        // sample() has the PEER_V4 catch-all only, and needs source ports.
+        let r = ok(&mut t, &sample(0, 1));
+        assert_eq!(
+            r.missing_catch_alls,
+            vec![
+                "PEER_V6 prefix length 32 (slot only)",
+                "PORTS prefix length 40 (slot and PORT_KIND_DST)",
+                "PORTS prefix length 40 (slot and PORT_KIND_SRC)",
+            ]
+        );
+        assert!(missing_catch_alls(&MapEntries::default()).is_empty());
     }
 
     #[test]

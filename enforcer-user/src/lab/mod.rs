@@ -62,6 +62,11 @@ pub struct LabOptions {
     pub pin_base: PathBuf,
     /// The evaluator's options (failsafe ports), also given to the compiler.
     pub evaluator: evaluator::Options,
+    /// Write permanent ARP/ND entries on both ends of every veth (the default; Felix does the
+    /// same on the host side), so no probe depends on neighbour resolution. `false` leaves
+    /// resolution to the wire, where IPv6 neighbour discovery crosses the datapath as it does
+    /// on a real node.
+    pub static_neighbours: bool,
 }
 
 impl Default for LabOptions {
@@ -74,6 +79,7 @@ impl Default for LabOptions {
             enforce: true,
             pin_base: PathBuf::from(DEFAULT_PIN_BASE),
             evaluator: evaluator::Options::default(),
+            static_neighbours: true,
         }
     }
 }
@@ -353,20 +359,6 @@ fn plan(
             }
         }
     }
-    for p in inv.pods.iter().filter(|p| p.host_network) {
-        notes.push(format!(
-            "host-network pod {}/{} is not emulated (it would share the node's network namespace); \
-             probes naming it are skipped",
-            p.namespace, p.name
-        ));
-    }
-    if !inv.host_endpoints.is_empty() {
-        notes.push(format!(
-            "{} host endpoint(s) are not emulated; probes to or from their addresses are skipped",
-            inv.host_endpoints.len()
-        ));
-    }
-
     let mut out = Vec::with_capacity(probes.len());
     for (i, probe) in probes.iter().enumerate() {
         let index = i + 1;
@@ -442,6 +434,13 @@ fn plan(
             planned.skip = Some("port 0 cannot be probed".to_string());
         }
         out.push(planned);
+    }
+    let skipped = out.iter().filter(|p| p.skip.is_some()).count();
+    if skipped > 0 {
+        notes.push(format!(
+            "{skipped} probe(s) skipped: the lab does not emulate host endpoints or host-network \
+             pods (they would share the node's network namespace)"
+        ));
     }
     Ok(out)
 }
@@ -524,7 +523,7 @@ impl Lab {
         if opts.enforce {
             cleanup.set_pin_dir(&pin_root);
         }
-        let topology = Topology::build(id, &specs, cleanup)?;
+        let topology = Topology::build_with(id, &specs, cleanup, opts.static_neighbours)?;
 
         // Listeners: every declared TCP/UDP container port, and every probed TCP/UDP port.
         let mut listen: BTreeSet<ListenSpec> = BTreeSet::new();
@@ -690,7 +689,8 @@ impl Lab {
         };
         let blame = if Some(verdict) == r.expected {
             "the programmed tables (looked up in userspace by `compile::lookup_entries`) agree \
-             with the evaluator: the kernel's reading of the tables differs"
+             with the evaluator: the datapath dropped the probe's packet or one it depends on \
+             (its reply, neighbour discovery); the counters below say which verdict fired"
         } else if verdict == observed {
             "the programmed tables give the observed verdict: the compiler differs from the evaluator"
         } else {
@@ -769,6 +769,22 @@ impl Drop for Lab {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stub_binary_is_refused_with_what_to_do() {
+        let e = LabError::NoDatapath {
+            message: format!(
+                "the lab enforces with the real datapath, but {}",
+                crate::ebpf_object::EbpfObjectError::NotBuilt
+            ),
+        };
+        assert!(e.to_string().contains("cargo xtask setup"), "{e}");
+        // The real check, wherever this test runs: a stub build fails preflight with it.
+        if crate::ebpf_object::is_stub() {
+            let err = preflight(&LabOptions::default());
+            assert!(err.is_err());
+        }
+    }
 
     #[test]
     fn unusable_addresses_are_refused() {

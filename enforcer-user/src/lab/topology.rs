@@ -104,7 +104,18 @@ impl Topology {
         specs: &[HostSpec],
         cleanup: Arc<Cleanup>,
     ) -> Result<Topology, LabError> {
-        match Self::try_build(id, specs, &cleanup) {
+        Self::build_with(id, specs, cleanup, true)
+    }
+
+    /// [`Topology::build`]; `static_neighbours: false` writes no permanent ARP/ND entries, so
+    /// neighbour resolution happens on the wire (and crosses the datapath) as on a real node.
+    pub fn build_with(
+        id: &str,
+        specs: &[HostSpec],
+        cleanup: Arc<Cleanup>,
+        static_neighbours: bool,
+    ) -> Result<Topology, LabError> {
+        match Self::try_build(id, specs, &cleanup, static_neighbours) {
             Ok((node_netns, hosts)) => Ok(Topology {
                 id: id.to_string(),
                 node_netns,
@@ -124,6 +135,7 @@ impl Topology {
         id: &str,
         specs: &[HostSpec],
         cleanup: &Cleanup,
+        static_neighbours: bool,
     ) -> Result<(String, Vec<Host>), LabError> {
         let node = format!("{id}-node");
         // Interface names: IFNAMSIZ is 16 with the NUL.
@@ -218,15 +230,19 @@ impl Topology {
                 cmds.push(format!(
                     "route add default via {GATEWAY_V4} dev eth0 onlink"
                 ));
-                cmds.push(format!(
-                    "neigh replace {GATEWAY_V4} lladdr {HOST_SIDE_MAC} dev eth0 nud permanent"
-                ));
+                if static_neighbours {
+                    cmds.push(format!(
+                        "neigh replace {GATEWAY_V4} lladdr {HOST_SIDE_MAC} dev eth0 nud permanent"
+                    ));
+                }
             }
             if h.addrs.iter().any(IpAddr::is_ipv6) {
                 cmds.push(format!("route add ::/0 via {GATEWAY_V6} dev eth0"));
-                cmds.push(format!(
-                    "neigh replace {GATEWAY_V6} lladdr {HOST_SIDE_MAC} dev eth0 nud permanent"
-                ));
+                if static_neighbours {
+                    cmds.push(format!(
+                        "neigh replace {GATEWAY_V6} lladdr {HOST_SIDE_MAC} dev eth0 nud permanent"
+                    ));
+                }
             }
             ip_batch(Some(&h.netns), &cmds, false)?;
         }
