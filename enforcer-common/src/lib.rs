@@ -195,7 +195,10 @@ pub const REASON_CT_FULL: u32 = 8;
 pub const REASON_RECHECK: u32 = 9;
 pub const REASON_EVENT_DROPPED: u32 = 10;
 pub const REASON_PASS_NON_IP: u32 = 11;
-pub const NUM_REASONS: u32 = 12;
+/// ICMPv6 neighbour discovery and MLD (types 130-133, 135, 136): always passed, as Felix's
+/// `ICMPv6Filter` does, because IPv6 cannot work without them.
+pub const REASON_PASS_ICMPV6_ND: u32 = 12;
+pub const NUM_REASONS: u32 = 13;
 
 /// A flow event sent to the `EVENTS` ring buffer (denied flows, rate-limited).
 #[repr(C)]

@@ -37,7 +37,7 @@ use aya_ebpf::{
 use enforcer_common::{
     CONFIG_FAIL_CLOSED, Config, DIR_EGRESS, DIR_INGRESS, EndpointKey, EndpointValue,
     REASON_DENY_NO_ENDPOINT, REASON_DENY_UNPARSEABLE, REASON_PASS_FRAGMENT,
-    REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
+    REASON_PASS_ICMPV6_ND, REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
 };
 
 use crate::{
@@ -84,6 +84,19 @@ pub(crate) const NON_FIRST_FRAGMENT: Outcome = Outcome::allow(REASON_PASS_FRAGME
 /// Frames that are not IPv4/IPv6 (ARP, LLDP, VLAN-tagged frames in the payload...): policy
 /// is about IP, and ARP must work for IP to work.
 pub(crate) const NON_IP: Outcome = Outcome::allow(REASON_PASS_NON_IP);
+
+/// ICMPv6 neighbour discovery and multicast listener messages (types 130-133, 135, 136):
+/// passed before policy, as Felix's `ICMPv6Filter` does (`felix/rules/static.go`): without
+/// them a pod behind a default-deny policy loses IPv6 altogether.
+pub(crate) const ICMPV6_ND: Outcome = Outcome::allow(REASON_PASS_ICMPV6_ND);
+
+/// Whether an ICMPv6 `type << 8 | code` is neighbour discovery or MLD.
+#[inline(always)]
+fn is_icmpv6_nd(flow: &parse::Flow) -> bool {
+    flow.family == 6
+        && flow.is_icmp()
+        && matches!(flow.policy_port >> 8, 130..=133 | 135 | 136)
+}
 
 /// Truncated or malformed IP packets: dropped, never guessed at.
 pub(crate) const UNPARSEABLE: Outcome = Outcome::drop(REASON_DENY_UNPARSEABLE);
@@ -134,6 +147,9 @@ fn decide(ctx: &TcContext, dir: u8) -> Outcome {
         Ok(Parsed::LaterFragment) => return NON_FIRST_FRAGMENT,
         Err(parse::Unparseable) => return UNPARSEABLE,
     };
+    if is_icmpv6_nd(&flow) {
+        return ICMPV6_ND;
+    }
 
     // CLOCK_MONOTONIC at jiffy resolution: plenty for timeouts of seconds and event
     // timestamps, and cheaper than `bpf_ktime_get_ns` (no clocksource read).

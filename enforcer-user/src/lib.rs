@@ -4,6 +4,7 @@
 //! semantics: the oracle) and, later, compile → program maps → datapath. [`lint`] and the CLI
 //! read the model and the evaluator's traces.
 
+pub mod agent;
 pub mod compile;
 pub mod datapath;
 pub mod ebpf_object;
@@ -16,3 +17,5 @@ pub mod selector;
 pub mod sources;
 #[cfg(any(test, feature = "testgen"))]
 pub mod testgen;
+#[cfg(any(test, feature = "testgen"))]
+pub mod testsupport;

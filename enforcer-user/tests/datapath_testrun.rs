@@ -982,16 +982,31 @@ fn privileged_icmpv6_types_classify_ports() {
         PASS
     );
     assert_eq!(
-        dp.outbound(&v6_frame(pod, peer, ICMPV6, &[], &icmp(135, 0))),
+        dp.outbound(&v6_frame(pod, peer, ICMPV6, &[], &icmp(1, 4))),
         DROP
     );
     assert_eq!((dp.rule_hits(81), dp.rule_hits(82)), (1, 1));
+    // Neighbour discovery and MLD pass before policy (Felix's ICMPv6Filter), no rule hit.
+    for nd_type in [130, 131, 132, 133, 135, 136] {
+        assert_eq!(
+            dp.outbound(&v6_frame(pod, peer, ICMPV6, &[], &icmp(nd_type, 0))),
+            PASS,
+            "ICMPv6 type {nd_type}"
+        );
+    }
+    assert_eq!((dp.rule_hits(81), dp.rule_hits(82)), (1, 1));
+    // Router advertisements (134) are judged by policy like any other type.
+    assert_eq!(
+        dp.outbound(&v6_frame(pod, peer, ICMPV6, &[], &icmp(134, 0))),
+        DROP
+    );
+    assert_eq!(dp.rule_hits(82), 2);
     // IPv4 ICMP's protocol number inside IPv6 is not ICMPv6: port 0, denied.
     assert_eq!(
         dp.outbound(&v6_frame(pod, peer, ICMP, &[], &icmp(128, 0))),
         DROP
     );
-    assert_eq!(dp.rule_hits(82), 2);
+    assert_eq!(dp.rule_hits(82), 3);
 }
 
 #[test]

@@ -811,3 +811,66 @@ fn privileged_lab_refuses_when_it_cannot_run() {
     assert_eq!(our_netns(), before);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `enforcer lab` end to end: the table, `-o json` (a list repeating each probe's fields with
+/// `verdict` and `expected`) and the exit status (0 all as expected, 1 a difference).
+#[test]
+fn privileged_enforcer_lab_command() {
+    require_root();
+    let _g = serial();
+    let before = our_netns();
+    let enforcer = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_enforcer"))
+            .args(args)
+            .current_dir(workspace())
+            .output()
+            .expect("run enforcer")
+    };
+    let out = enforcer(&[
+        "lab",
+        "-f",
+        "examples/production",
+        "--probes",
+        "examples/probes/production.yaml",
+        "-o",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("a JSON list");
+    assert_eq!(rows.len(), 29);
+    for r in &rows {
+        for key in ["from", "to", "protocol", "verdict", "expected"] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        assert_eq!(r["verdict"], r["expected"], "{r}");
+    }
+    assert!(rows.iter().any(|r| r["verdict"] == "deny"));
+
+    // A probe file whose author expects otherwise: marked, exit 1.
+    let dir = scratch("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let probes = dir.join("probes.yaml");
+    std::fs::write(
+        &probes,
+        "- {from: production/frontend, to: production/backend, port: 8080, expected: deny}\n\
+         - {from: production/frontend, to: production/backend, protocol: ICMP}\n",
+    )
+    .unwrap();
+    let out = enforcer(&[
+        "lab",
+        "-f",
+        "examples/production",
+        "--probes",
+        probes.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("the probe file expects deny"), "{stdout}");
+    assert!(
+        stdout.contains("8/0"),
+        "the ICMP row shows type/code: {stdout}"
+    );
+    assert_eq!(our_netns(), before);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -692,6 +692,35 @@ impl Ctx<'_> {
         Ok(out.into_iter().map(|d| d.unwrap_or(prog.end)).collect())
     }
 
+    /// What a set's verdicts depend on at one peer region: the family and the peer value of
+    /// each rule whose local side can match. Regions with equal keys get equal rows for the
+    /// set. Bit patterns are numbered through `bits`.
+    pub fn peer_key(
+        &self,
+        set: &PreparedSet<'_>,
+        cache: &mut PeerCache,
+        bits: &mut HashMap<Bits, u32>,
+    ) -> Result<(bool, Vec<u32>), CompileError> {
+        let v6 = cache.addr.is_ipv6();
+        let fam = usize::from(v6);
+        let mut key = Vec::with_capacity(set.data.local.len());
+        for (pi, local) in &set.data.local {
+            if local[fam] == SideVal::False {
+                continue;
+            }
+            key.push(match self.peer_val(cache, *pi, set.data.direction)? {
+                SideVal::False => 0,
+                SideVal::True => 1,
+                SideVal::PortBits => 2,
+                SideVal::Bits(b) => {
+                    let n = bits.len() as u32;
+                    3 + *bits.entry(b.clone()).or_insert(n)
+                }
+            });
+        }
+        Ok((v6, key))
+    }
+
     /// The (enforced, staged) decisions of a set for one peer region, per port cell.
     pub fn evaluate(
         &self,

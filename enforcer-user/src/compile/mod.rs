@@ -589,6 +589,9 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let mut src_keys: Vec<u32> = space.src.iter().map(|s| u32::from(s.proto)).collect();
     let mut values: Interner<CompiledVerdict> = Interner::new();
     let mut set_rows: Vec<Interner<Vec<u32>>> = (0..sets.len()).map(|_| Interner::new()).collect();
+    // Per set, the row of each peer key seen (see `Ctx::peer_key`).
+    let mut row_of_key: Vec<HashMap<(bool, Vec<u32>), u32>> = vec![HashMap::new(); sets.len()];
+    let mut bit_patterns: HashMap<bits::Bits, u32> = HashMap::new();
     let mut classes: Interner<(bool, Vec<u32>)> = Interner::new();
     let mut region_class: Vec<Option<u32>> = vec![None; regions.len()];
     // Regions with equal memberships behave alike: walk one of them.
@@ -603,40 +606,50 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         }
         let mut cache = PeerCache::new(addr, ri);
         let mut row_ids = Vec::with_capacity(sets.len());
-        let mut rows: Vec<Vec<u32>> = Vec::with_capacity(sets.len());
         for (si, set) in prepared.iter().enumerate() {
-            let row: Vec<u32> = ctx
-                .evaluate(set, &mut cache)?
-                .into_iter()
-                .map(|pair| {
-                    *pair_ids
-                        .entry(pair)
-                        .or_insert_with(|| values.intern(CompiledVerdict::of(pair.0, pair.1)).0)
-                })
-                .collect();
-            let interner = set_rows
-                .get_mut(si)
-                .ok_or(CompileError::Internal("set rows"))?;
-            row_ids.push(interner.intern(row.clone()).0);
-            rows.push(row);
+            let key = ctx.peer_key(set, &mut cache, &mut bit_patterns)?;
+            let known = row_of_key.get(si).and_then(|m| m.get(&key)).copied();
+            let row_id = match known {
+                Some(id) => id,
+                None => {
+                    let mut last: Option<((Decided, Decided), u32)> = None;
+                    let mut row = Vec::with_capacity(space.combos.len());
+                    for pair in ctx.evaluate(set, &mut cache)? {
+                        let id = match last {
+                            Some((p, id)) if p == pair => id,
+                            _ => *pair_ids
+                                .entry(pair)
+                                .or_insert_with(|| values.intern(CompiledVerdict::of(pair.0, pair.1)).0),
+                        };
+                        last = Some((pair, id));
+                        row.push(id);
+                    }
+                    let interner = set_rows
+                        .get_mut(si)
+                        .ok_or(CompileError::Internal("set rows"))?;
+                    let (id, new) = interner.intern(row);
+                    if new {
+                        // Port cells are told apart by every distinct row.
+                        let row = interner.get(id).ok_or(CompileError::Internal("row"))?;
+                        let piece = |combos: &Vec<usize>| -> Vec<u32> {
+                            combos.iter().map(|&c| row.get(c).copied().unwrap_or(u32::MAX)).collect()
+                        };
+                        refine(&mut dst_keys, by_dst.iter().map(piece).collect());
+                        refine(&mut src_keys, by_src.iter().map(piece).collect());
+                    }
+                    if let Some(m) = row_of_key.get_mut(si) {
+                        m.insert(key, id);
+                    }
+                    id
+                }
+            };
+            row_ids.push(row_id);
         }
-        let (class, new) = classes.intern((addr.is_ipv6(), row_ids));
+        let (class, _) = classes.intern((addr.is_ipv6(), row_ids));
         region_class[ri] = Some(class);
         by_membership.insert(membership, class);
-        if new {
-            let piece = |combos: &Vec<usize>| -> Vec<u32> {
-                rows.iter()
-                    .flat_map(|row| {
-                        combos
-                            .iter()
-                            .map(|&c| row.get(c).copied().unwrap_or(u32::MAX))
-                    })
-                    .collect()
-            };
-            refine(&mut dst_keys, by_dst.iter().map(piece).collect());
-            refine(&mut src_keys, by_src.iter().map(piece).collect());
-        }
     }
+    drop(row_of_key);
 
     // Port classes: the "other protocol" interval (first, when present) gets class 0.
     let (dst_class, n_dst) = renumber(&dst_keys, 0);
@@ -753,59 +766,56 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         };
     }
 
-    // Per-set tables over (peer class × port class), compressed, then deduplicated.
+    // Per-set tables over (peer class × port class), compressed, then deduplicated. Each
+    // distinct row is compressed once: its default (the most frequent value) and exceptions.
     let n_classes = classes.values.len();
     let mut tables: Interner<SetTable> = Interner::new();
     let mut set_final: Vec<u32> = Vec::with_capacity(sets.len());
+    let value = |id: u32| values.get(id).copied().ok_or(CompileError::Internal("value"));
     for (si, rows_of_set) in set_rows.iter().enumerate() {
-        let mut rows: BTreeMap<u32, (u32, BTreeMap<u32, u32>)> = BTreeMap::new();
-        for k in 0..n_classes {
-            let (_, class_rows) = classes
-                .get(k as u32)
-                .ok_or(CompileError::Internal("class"))?;
-            let row_id = *class_rows
-                .get(si)
-                .ok_or(CompileError::Internal("class row"))?;
-            let row = rows_of_set
-                .get(row_id)
-                .ok_or(CompileError::Internal("row"))?;
+        let mut compressed: Vec<(u32, BTreeMap<u32, u32>)> = Vec::with_capacity(rows_of_set.values.len());
+        for row in &rows_of_set.values {
             let mut cells: BTreeMap<u32, u32> = BTreeMap::new();
             for (ci, v) in row.iter().enumerate() {
-                let pc = *combo_port_class
-                    .get(ci)
-                    .ok_or(CompileError::Internal("combo"))?;
+                let pc = *combo_port_class.get(ci).ok_or(CompileError::Internal("combo"))?;
                 let prev = *cells.entry(pc).or_insert(*v);
                 debug_assert_eq!(prev, *v, "port class merged cells that differ");
             }
-            let default =
-                most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
+            let default = most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
             cells.retain(|_, v| *v != default);
-            rows.insert(k as u32, (default, cells));
+            compressed.push((default, cells));
         }
-        let set_default = most_frequent(rows.values().map(|(d, _)| d))
-            .ok_or(CompileError::Internal("no peer classes"))?;
-        let value = |id: u32| {
-            values
-                .get(id)
-                .copied()
-                .ok_or(CompileError::Internal("value"))
+        let class_row = |k: usize| -> Result<u32, CompileError> {
+            let (_, rows) = classes.get(k as u32).ok_or(CompileError::Internal("class"))?;
+            rows.get(si).copied().ok_or(CompileError::Internal("class row"))
         };
+        let mut defaults = Vec::with_capacity(n_classes);
+        for k in 0..n_classes {
+            let (d, _) = compressed
+                .get(class_row(k)? as usize)
+                .ok_or(CompileError::Internal("row"))?;
+            defaults.push(*d);
+        }
+        let set_default = most_frequent(defaults.iter()).ok_or(CompileError::Internal("no peer classes"))?;
         let mut table = SetTable {
             default: value(set_default)?,
             rows: BTreeMap::new(),
         };
-        for (k, (d, exceptions)) in rows {
-            if d == set_default && exceptions.is_empty() {
+        for k in 0..n_classes {
+            let (d, exceptions) = compressed
+                .get(class_row(k)? as usize)
+                .ok_or(CompileError::Internal("row"))?;
+            if *d == set_default && exceptions.is_empty() {
                 continue;
             }
             let mut ex = BTreeMap::new();
             for (pc, v) in exceptions {
-                ex.insert(pc, value(v)?);
+                ex.insert(*pc, value(*v)?);
             }
             table.rows.insert(
-                k,
+                k as u32,
                 RowTable {
-                    default: (d != set_default).then(|| value(d)).transpose()?,
+                    default: (*d != set_default).then(|| value(*d)).transpose()?,
                     exceptions: ex,
                 },
             );

@@ -725,10 +725,11 @@ pub(crate) fn synthetic(pods: usize, apps: usize, cidrs: usize) -> Inventory {
 fn compile_scaling_report() {
     for (pods, apps, cidrs) in [
         (100, 10, 100),
-        (1000, 10, 100),
         (1000, 100, 100),
         (1000, 100, 10_000),
-        (5000, 200, 10_000),
+        (1000, 100, 1_000_000),
+        (10_000, 100, 10_000),
+        (10_000, 1000, 10_000),
     ] {
         let inv = synthetic(pods, apps, cidrs);
         let c = compile(&inv, &Options::default()).unwrap();

@@ -62,7 +62,8 @@ use enforcer_common::{
     Config, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, NUM_REASONS, REASON_ALLOW_CONNTRACK,
     REASON_ALLOW_POLICY, REASON_CT_FULL, REASON_DENY_NO_ENDPOINT, REASON_DENY_NO_VERDICT,
     REASON_DENY_POLICY, REASON_DENY_UNPARSEABLE, REASON_EVENT_DROPPED, REASON_PASS_FRAGMENT,
-    REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP, REASON_RECHECK, programs,
+    REASON_PASS_ICMPV6_ND, REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP, REASON_RECHECK,
+    programs,
 };
 use serde::Serialize;
 
@@ -200,6 +201,7 @@ pub fn reason_name(reason: u32) -> &'static str {
         REASON_RECHECK => "recheck",
         REASON_EVENT_DROPPED => "event_dropped",
         REASON_PASS_NON_IP => "pass_non_ip",
+        REASON_PASS_ICMPV6_ND => "pass_icmpv6_nd",
         _ => "unknown",
     }
 }

@@ -54,7 +54,9 @@
 
 mod calico;
 mod common;
+pub mod feed;
 mod k8s;
+pub mod kubernetes;
 mod raw;
 
 use std::{
@@ -159,6 +161,20 @@ pub fn load_str(text: &str, file: &Path) -> Result<Inventory, LoadErrors> {
     let mut inv = Inventory::default();
     let mut errors = Vec::new();
     load_text(text, file, &mut inv, &mut errors);
+    if errors.is_empty() {
+        Ok(inv)
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+/// Converts one already-parsed object (for example one the Kubernetes API returned) with the
+/// same per-object checks as a YAML document; `origin` names it in errors. Like [`load_str`],
+/// it does not run [`validate`]: call that on the assembled inventory.
+pub fn load_value(value: Value, origin: &Origin) -> Result<Inventory, LoadErrors> {
+    let mut inv = Inventory::default();
+    let mut errors = Vec::new();
+    load_object(value, origin, String::new(), None, 0, &mut inv, &mut errors);
     if errors.is_empty() {
         Ok(inv)
     } else {
