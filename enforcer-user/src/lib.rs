@@ -12,6 +12,7 @@ pub mod evaluator;
 pub mod lab;
 pub mod lint;
 pub mod model;
+pub mod observe;
 pub mod probes;
 pub mod selector;
 pub mod sources;
