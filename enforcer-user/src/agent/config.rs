@@ -23,16 +23,14 @@ use std::{
 
 use serde::{Deserialize, Deserializer};
 
-use crate::{
-    datapath::DEFAULT_PIN_BASE,
-    evaluator::Failsafe,
-    model::Protocol,
-};
+use crate::{datapath::DEFAULT_PIN_BASE, evaluator::Failsafe, model::Protocol};
 
 /// Where `state.json` goes unless configured.
 pub const DEFAULT_STATE_DIR: &str = "/run/enforcer";
 /// The metrics/health listener unless configured (localhost only, as health endpoints should be).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9466";
+/// The flow log's file name under the state directory unless configured.
+pub const DEFAULT_FLOW_LOG_FILE: &str = "flows.jsonl";
 /// Calico's workload interface prefix.
 pub const DEFAULT_INTERFACE_PREFIX: &str = "cali";
 /// The environment variable prefix.
@@ -61,7 +59,10 @@ pub const SETTINGS: &[&str] = &[
 
 /// The environment variable of a setting: `ENFORCER_` + upper case, `-` → `_`.
 pub fn env_name(setting: &str) -> String {
-    format!("{ENV_PREFIX}{}", setting.to_ascii_uppercase().replace('-', "_"))
+    format!(
+        "{ENV_PREFIX}{}",
+        setting.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 /// Log output format.
@@ -98,7 +99,10 @@ impl FromStr for PortList {
         if s.is_empty() || s.eq_ignore_ascii_case("none") {
             return Ok(PortList(Vec::new()));
         }
-        s.split(',').map(|item| parse_port(item.trim())).collect::<Result<_, _>>().map(PortList)
+        s.split(',')
+            .map(|item| parse_port(item.trim()))
+            .collect::<Result<_, _>>()
+            .map(PortList)
     }
 }
 
@@ -183,6 +187,7 @@ pub struct ConfigLayer {
     pub state_dir: Option<PathBuf>,
     /// `host:port`, or `off`.
     pub metrics_addr: Option<String>,
+    /// A file, or `off`.
     pub flow_log: Option<PathBuf>,
     pub fail_closed: Option<bool>,
     pub force_fresh: Option<bool>,
@@ -255,12 +260,19 @@ impl ConfigLayer {
                 "log-level" => layer.log_level = non_empty(&value).map(str::to_owned),
                 _ => warnings.push(format!(
                     "ignoring unknown environment variable {var} (settings: {})",
-                    SETTINGS.iter().map(|s| env_name(s)).collect::<Vec<_>>().join(", ")
+                    SETTINGS
+                        .iter()
+                        .map(|s| env_name(s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
             }
         }
         if layer.node_name.is_none() {
-            layer.node_name = node_name_fallback.as_deref().and_then(non_empty).map(str::to_owned);
+            layer.node_name = node_name_fallback
+                .as_deref()
+                .and_then(non_empty)
+                .map(str::to_owned);
         }
         Ok((layer, warnings))
     }
@@ -333,6 +345,7 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// `None`: no metrics/health listener (`metrics-addr: off`).
     pub metrics_addr: Option<SocketAddr>,
+    /// Denied-flow log (JSON lines); default `<state-dir>/flows.jsonl`; `None`: off.
     pub flow_log: Option<PathBuf>,
     pub fail_closed: bool,
     pub force_fresh: bool,
@@ -389,14 +402,24 @@ impl AgentConfig {
             Some(a) => Some(parse_addr(a)?),
         };
         let defaults = Failsafe::calico_defaults();
+        let state_dir = l
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let flow_log = match l.flow_log {
+            None => Some(state_dir.join(DEFAULT_FLOW_LOG_FILE)),
+            Some(p) if matches!(p.to_str().map(str::trim), Some("" | "off" | "none")) => None,
+            Some(p) => Some(p),
+        };
         Ok(AgentConfig {
             source,
             node_name: l.node_name,
             interface_prefix,
-            pin_base: l.pin_base.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_BASE)),
-            state_dir: l.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            pin_base: l
+                .pin_base
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_BASE)),
+            state_dir,
             metrics_addr,
-            flow_log: l.flow_log,
+            flow_log,
             fail_closed: l.fail_closed.unwrap_or(false),
             force_fresh: l.force_fresh.unwrap_or(false),
             detach_on_exit: l.detach_on_exit.unwrap_or(false),
@@ -422,7 +445,9 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> ConfigLayer {
-        let vars = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         match ConfigLayer::from_env(vars) {
             Ok((l, _)) => l,
             Err(e) => panic!("{e}"),

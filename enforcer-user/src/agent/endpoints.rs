@@ -70,13 +70,13 @@ impl NetState {
 
     /// The route the kernel would use for `addr` (longest prefix; first one on ties).
     pub fn route(&self, addr: IpAddr) -> Option<&Route> {
-        self.routes
-            .iter()
-            .filter(|r| r.dst.contains(&addr))
-            .fold(None, |best: Option<&Route>, r| match best {
+        self.routes.iter().filter(|r| r.dst.contains(&addr)).fold(
+            None,
+            |best: Option<&Route>, r| match best {
                 Some(b) if b.dst.prefix_len() >= r.dst.prefix_len() => Some(b),
                 _ => Some(r),
-            })
+            },
+        )
     }
 }
 
@@ -138,8 +138,12 @@ pub fn discover(inv: &Inventory, net: &NetState, sel: &Selector) -> Discovery {
         };
         let mut found: BTreeSet<u32> = BTreeSet::new();
         for ip in &p.ips {
-            let Some(route) = net.route(*ip) else { continue };
-            let Some(name) = net.links.get(&route.oif) else { continue };
+            let Some(route) = net.route(*ip) else {
+                continue;
+            };
+            let Some(name) = net.links.get(&route.oif) else {
+                continue;
+            };
             if name.starts_with(&sel.interface_prefix) {
                 found.insert(route.oif);
             }
@@ -147,7 +151,11 @@ pub fn discover(inv: &Inventory, net: &NetState, sel: &Selector) -> Discovery {
         if found.len() > 1 {
             d.problems.push(format!(
                 "{id}: its addresses route to several workload interfaces ({}); using the first",
-                found.iter().filter_map(|i| net.links.get(i).cloned()).collect::<Vec<_>>().join(", ")
+                found
+                    .iter()
+                    .filter_map(|i| net.links.get(i).cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         match found.first() {
@@ -159,7 +167,10 @@ pub fn discover(inv: &Inventory, net: &NetState, sel: &Selector) -> Discovery {
             }),
             // Not routed through a workload interface: another node's pod (or not yet wired).
             None if p.node_name.is_some() && sel.node_name.is_some() => {
-                d.pending.push(format!("{id}: no route through a {}* interface yet", sel.interface_prefix));
+                d.pending.push(format!(
+                    "{id}: no route through a {}* interface yet",
+                    sel.interface_prefix
+                ));
             }
             None => {}
         }
@@ -173,7 +184,9 @@ pub fn discover(inv: &Inventory, net: &NetState, sel: &Selector) -> Discovery {
         if !local {
             continue;
         }
-        let id = EndpointId::Host { name: h.name.clone() };
+        let id = EndpointId::Host {
+            name: h.name.clone(),
+        };
         let Some(name) = &h.interface_name else {
             // Calico: a HostEndpoint without interfaceName protects the interfaces owning its
             // expectedIPs; not supported yet.
@@ -197,7 +210,9 @@ pub fn discover(inv: &Inventory, net: &NetState, sel: &Selector) -> Discovery {
                 ifname: name.clone(),
                 role: Role::Host,
             }),
-            None => d.pending.push(format!("{id}: interface {name} does not exist here")),
+            None => d
+                .pending
+                .push(format!("{id}: interface {name} does not exist here")),
         }
     }
     for (ifindex, mut list) in claims {
@@ -244,7 +259,9 @@ pub fn parse_route(msg: &RouteMessage) -> Option<Route> {
         (None, AddressFamily::Inet6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         (None, _) => return None,
     };
-    let dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?.trunc();
+    let dst = IpNet::new(dst, msg.header.destination_prefix_length)
+        .ok()?
+        .trunc();
     Some(Route { dst, oif: oif? })
 }
 

@@ -29,7 +29,7 @@ use super::status::AttachedEndpoint;
 
 /// The file name under the state directory.
 pub const STATE_FILE: &str = "state.json";
-/// The format version (`format` in the file).
+/// The format version (`version` in the file).
 pub const STATE_FORMAT: u32 = 1;
 
 /// `<state_dir>/state.json`.
@@ -41,7 +41,7 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersistedState {
     /// [`STATE_FORMAT`].
-    pub format: u32,
+    pub version: u32,
     /// When this file was written (milliseconds since the Unix epoch).
     pub written_at_unix_ms: u64,
     /// The agent process that wrote it.
@@ -93,14 +93,31 @@ pub struct Counters {
     pub invalid_inputs_total: u64,
 }
 
+/// Which endpoint: the serde form of [`EndpointId`] (`{"kind": "pod", "namespace", "name"}` or
+/// `{"kind": "host", "name"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EndpointRef {
+    Pod { namespace: String, name: String },
+    Host { name: String },
+}
+
+impl From<&EndpointId> for EndpointRef {
+    fn from(id: &EndpointId) -> Self {
+        match id {
+            EndpointId::Pod { namespace, name } => EndpointRef::Pod {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            },
+            EndpointId::Host { name } => EndpointRef::Host { name: name.clone() },
+        }
+    }
+}
+
 /// One enforced endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedEndpoint {
-    /// `pod` or `host`.
-    pub kind: String,
-    /// Pods only.
-    pub namespace: Option<String>,
-    pub name: String,
+    pub id: EndpointRef,
     pub ifindex: u32,
     pub ifname: String,
     /// Policy-set ids (`VERDICTS` keys) per direction.
@@ -173,14 +190,8 @@ impl PersistedRule {
 impl PersistedEndpoint {
     pub fn new(e: &AttachedEndpoint, compiled: &Compiled) -> PersistedEndpoint {
         let sets = compiled.endpoints.get(&e.id);
-        let (kind, namespace, name) = match &e.id {
-            EndpointId::Pod { namespace, name } => ("pod", Some(namespace.clone()), name.clone()),
-            EndpointId::Host { name } => ("host", None, name.clone()),
-        };
         PersistedEndpoint {
-            kind: kind.to_owned(),
-            namespace,
-            name,
+            id: EndpointRef::from(&e.id),
             ifindex: e.ifindex,
             ifname: e.ifname.clone(),
             ingress_set: sets.map_or(u32::MAX, |s| s.ingress),
@@ -214,7 +225,7 @@ pub enum StateError {
         error: serde_json::Error,
     },
     #[error(
-        "{} has format {found}; this enforcer reads format {STATE_FORMAT} (upgrade the CLI)",
+        "{} has version {found}; this enforcer reads version {STATE_FORMAT} (upgrade the CLI)",
         path.display()
     )]
     Format { path: PathBuf, found: u32 },
@@ -233,10 +244,10 @@ pub fn read(state_dir: &Path) -> Result<PersistedState, StateError> {
             path: path.clone(),
             error,
         })?;
-    if state.format != STATE_FORMAT {
+    if state.version != STATE_FORMAT {
         return Err(StateError::Format {
             path,
-            found: state.format,
+            found: state.version,
         });
     }
     Ok(state)
@@ -287,16 +298,90 @@ pub fn remove(state_dir: &Path) -> Result<(), StateError> {
 mod tests {
     use super::*;
 
+    /// `enforcer get` reads this file with `observe::InspectState`: it must understand it.
+    #[test]
+    fn observe_reads_the_agent_state_file() {
+        use crate::{
+            evaluator::RuleRef,
+            model::{Action, Direction, Origin, PolicyKind, Protocol},
+            observe::{EndpointName, InspectState},
+        };
+        let rule = |id, decision| {
+            PersistedRule::from_info(&RuleInfo {
+                id,
+                decision,
+                policy_index: None,
+            })
+        };
+        let state = PersistedState {
+            version: STATE_FORMAT,
+            generation: 3,
+            endpoints: vec![PersistedEndpoint {
+                id: EndpointRef::Host {
+                    name: "eth0".into(),
+                },
+                ifindex: 2,
+                ifname: "eth0".into(),
+                ingress_set: 1,
+                egress_set: 2,
+            }],
+            rules: vec![
+                rule(
+                    0,
+                    Decision::Rule(RuleRef {
+                        tier: "default".into(),
+                        policy: "ns/p".into(),
+                        kind: PolicyKind::KubernetesNetworkPolicy,
+                        direction: Direction::Ingress,
+                        index: 0,
+                        action: Action::Allow,
+                        origin: Origin {
+                            file: "p.yaml".into(),
+                            document: 1,
+                        },
+                    }),
+                ),
+                rule(
+                    1,
+                    Decision::Failsafe {
+                        protocol: Protocol::TCP,
+                        port: 22,
+                    },
+                ),
+            ],
+            ..PersistedState::default()
+        };
+        let text = serde_json::to_string(&state).unwrap_or_else(|e| panic!("{e}"));
+        let read = InspectState::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.generation, 3);
+        assert_eq!(
+            read.endpoint(2).map(|e| &e.id),
+            Some(&EndpointName::Host {
+                name: "eth0".into()
+            })
+        );
+        let book = read.rule_book();
+        assert!(
+            book.name(0).to_string().contains("ns/p"),
+            "{}",
+            book.name(0)
+        );
+        assert!(book.name(1).to_string().contains("22"), "{}", book.name(1));
+        assert_eq!(state.rules[0].direction.as_deref(), Some("ingress"));
+        assert_eq!(state.rules[0].action.as_deref(), Some("Allow"));
+    }
+
     #[test]
     fn round_trips_atomically() {
         let dir = std::env::temp_dir().join(format!("enforcer-state-test-{}", std::process::id()));
         let state = PersistedState {
-            format: STATE_FORMAT,
+            version: STATE_FORMAT,
             generation: 7,
             endpoints: vec![PersistedEndpoint {
-                kind: "pod".into(),
-                namespace: Some("ns".into()),
-                name: "a".into(),
+                id: EndpointRef::Pod {
+                    namespace: "ns".into(),
+                    name: "a".into(),
+                },
                 ifindex: 4,
                 ifname: "cali1".into(),
                 ingress_set: 0,

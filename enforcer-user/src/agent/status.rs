@@ -74,7 +74,9 @@ impl AgentStatus {
     /// Time since the last heartbeat.
     pub fn since_heartbeat(&self) -> Duration {
         let now = self.started.elapsed();
-        now.saturating_sub(Duration::from_millis(self.last_loop_ms.load(Ordering::Relaxed)))
+        now.saturating_sub(Duration::from_millis(
+            self.last_loop_ms.load(Ordering::Relaxed),
+        ))
     }
 
     pub fn is_ready(&self) -> bool {

@@ -5,8 +5,11 @@
 
 mod check;
 mod explain;
+mod flows;
+mod get;
 mod lab;
 mod lint;
+mod run;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -42,6 +45,14 @@ pub enum Command {
     /// Run the files as a local cluster in network namespaces, enforced by the eBPF datapath,
     /// and test them with real packets (needs root).
     Lab(lab::LabArgs),
+    /// Run the node agent: enforce a directory of YAML (--policy-dir) or the Kubernetes API
+    /// (--kubernetes) on this node's interfaces, until SIGTERM (needs root).
+    Run(Box<run::RunArgs>),
+    /// Show what the datapath holds (endpoints, policies with hit counts, maps, conntrack),
+    /// read from the pinned maps: works while the agent is down (needs root).
+    Get(get::GetArgs),
+    /// Show the flow log: denied flows (and staged differences) with the rule that decided.
+    Flows(flows::FlowsArgs),
 }
 
 /// Files or directories to load (`-f` may be repeated).
@@ -72,6 +83,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(a) => explain::run(a),
         Command::Lint(a) => lint::run(a),
         Command::Lab(a) => lab::run(a),
+        Command::Run(a) => run::run(*a),
+        Command::Get(a) => get::run(a),
+        Command::Flows(a) => flows::run(a),
     }
 }
 

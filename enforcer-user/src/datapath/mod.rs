@@ -12,7 +12,12 @@
 //!   program). The new maps are empty, so until the next [`Datapath::program`] every interface
 //!   counts as unknown and passes (`CONFIG.flags` is 0): program right after opening. Link pins
 //!   whose interface is gone are removed. Other processes' handles keep pointing at the old,
-//!   now unpinned maps: reload only with the agent stopped.
+//!   now unpinned maps: reload only with the agent stopped. With
+//!   [`OpenOptions::defer_relink`] the links stay on the old programs (and their old tables)
+//!   until [`Datapath::relink_pending`], so the caller can program the new maps first.
+//!
+//! Host endpoints ([`Datapath::attach_host`]) are attached with the programs swapped and pinned
+//! as `links/<ifindex>-host-<hook>`; relinking, pruning and [`Datapath::detach`] cover them.
 //!
 //! Links are pinned, so enforcement continues while no agent runs; dropping a [`Datapath`]
 //! detaches nothing. Only [`Datapath::detach`] (or removing the pins) detaches.
@@ -62,8 +67,7 @@ use enforcer_common::{
     Config, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, NUM_REASONS, REASON_ALLOW_CONNTRACK,
     REASON_ALLOW_POLICY, REASON_CT_FULL, REASON_DENY_NO_ENDPOINT, REASON_DENY_NO_VERDICT,
     REASON_DENY_POLICY, REASON_DENY_UNPARSEABLE, REASON_EVENT_DROPPED, REASON_PASS_FRAGMENT,
-    REASON_PASS_ICMPV6_ND, REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP, REASON_RECHECK,
-    programs,
+    REASON_PASS_ICMPV6_ND, REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP, REASON_RECHECK, programs,
 };
 use serde::Serialize;
 
@@ -95,6 +99,11 @@ pub struct OpenOptions {
     pub force_fresh: bool,
     pub limits: Limits,
     pub flip_grace: Duration,
+    /// When loading afresh, leave this layout's pinned links on the old programs (which keep
+    /// enforcing their old tables) instead of moving them to the new programs, whose maps are
+    /// still empty and would pass everything: the caller programs first, then calls
+    /// [`Datapath::relink_pending`]. The agent does this, so a fresh load never opens traffic.
+    pub defer_relink: bool,
 }
 
 impl Default for OpenOptions {
@@ -104,6 +113,7 @@ impl Default for OpenOptions {
             force_fresh: false,
             limits: Limits::default(),
             flip_grace: DEFAULT_FLIP_GRACE,
+            defer_relink: false,
         }
     }
 }
@@ -247,6 +257,8 @@ pub struct Datapath {
     /// The freshly loaded object (kept alive with its maps that are not pinned, such as
     /// `.rodata`); `None` when adopted.
     _ebpf: Option<Ebpf>,
+    /// A fresh load whose relink was deferred ([`OpenOptions::defer_relink`]).
+    pending_relink: Option<LoadReason>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -402,9 +414,15 @@ impl Datapath {
             to_endpoint,
             ebpf_logs: None,
             _ebpf: None,
+            pending_relink: None,
         };
         if let Some(reason) = reason {
-            let (relinked, pruned) = dp.relink()?;
+            let (relinked, pruned) = if opts.defer_relink {
+                dp.pending_relink = Some(reason.clone());
+                (0, 0)
+            } else {
+                dp.relink()?
+            };
             dp.origin = Origin::Loaded {
                 reason,
                 relinked,
@@ -489,19 +507,74 @@ impl Datapath {
         &self.maps.ids
     }
 
-    fn program_mut(&mut self, hook: Hook) -> &mut SchedClassifier {
-        match hook {
-            Hook::TcIngress => &mut self.from_endpoint,
-            Hook::TcEgress => &mut self.to_endpoint,
+    /// The program at `hook` of a workload (`host: false`) or host (`host: true`) interface.
+    fn program_for(&mut self, hook: Hook, host: bool) -> &mut SchedClassifier {
+        match (hook, host) {
+            (Hook::TcIngress, false) | (Hook::TcEgress, true) => &mut self.from_endpoint,
+            (Hook::TcEgress, false) | (Hook::TcIngress, true) => &mut self.to_endpoint,
         }
+    }
+
+    /// The pin path of a workload or host link.
+    fn link_path(&self, ifindex: u32, hook: Hook, host: bool) -> PathBuf {
+        if host {
+            self.paths.host_link(ifindex, hook)
+        } else {
+            self.paths.link(ifindex, hook)
+        }
+    }
+
+    /// Whether a deferred relink is pending ([`OpenOptions::defer_relink`]).
+    pub fn relink_is_pending(&self) -> bool {
+        self.pending_relink.is_some()
+    }
+
+    /// Performs a relink deferred by [`OpenOptions::defer_relink`] (call it once the new maps
+    /// are programmed): every pinned link of this layout moves to the new programs, atomically
+    /// per link. Returns (moved, removed); (0, 0) when nothing was pending.
+    pub fn relink_pending(&mut self) -> Result<(usize, usize), DatapathError> {
+        let Some(reason) = self.pending_relink.take() else {
+            return Ok((0, 0));
+        };
+        let _lock = DirLock::exclusive(self.paths.layout_dir())?;
+        let (relinked, pruned) = match self.relink() {
+            Ok(r) => r,
+            Err(e) => {
+                // Moving a link twice is harmless: the next call retries them all.
+                self.pending_relink = Some(reason);
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            relinked,
+            pruned,
+            "moved the pinned links to the new programs"
+        );
+        self.origin = Origin::Loaded {
+            reason,
+            relinked,
+            pruned,
+        };
+        Ok((relinked, pruned))
     }
 
     /// Moves every pinned link of this layout to the current programs (`BPF_LINK_UPDATE`),
     /// removing pins whose interface is gone. Returns (moved, removed).
     fn relink(&mut self) -> Result<(usize, usize), DatapathError> {
         let (mut moved, mut removed) = (0, 0);
-        for (ifindex, hook) in self.paths.pinned_links()? {
-            let path = self.paths.link(ifindex, hook);
+        let workload = self
+            .paths
+            .pinned_links()?
+            .into_iter()
+            .map(|(i, h)| (i, h, false));
+        let host = self
+            .paths
+            .pinned_host_links()?
+            .into_iter()
+            .map(|(i, h)| (i, h, true));
+        let all: Vec<(u32, Hook, bool)> = workload.chain(host).collect();
+        for (ifindex, hook, host) in all {
+            let path = self.link_path(ifindex, hook, host);
             let pinned = PinnedLink::from_pin(&path).map_err(|error| DatapathError::Link {
                 path: path.clone(),
                 op: "opening",
@@ -514,7 +587,7 @@ impl Datapath {
                     error,
                 }
             })?;
-            let program = self.program_mut(hook);
+            let program = self.program_for(hook, host);
             match program.attach_to_link(link) {
                 Ok(id) => {
                     // Taking the link out of the program's set keeps it attached when the
@@ -529,7 +602,11 @@ impl Datapath {
                 Err(error) => {
                     return Err(DatapathError::ReplaceLink {
                         path,
-                        program: hook.program(),
+                        program: if host {
+                            hook.host_program()
+                        } else {
+                            hook.program()
+                        },
                         error,
                     });
                 }
@@ -541,20 +618,32 @@ impl Datapath {
     /// Attaches both programs to `iface` with tcx (first in the chain) and pins the links.
     /// Idempotent: hooks whose pinned link is alive are left alone; stale pins are replaced.
     pub fn attach(&mut self, iface: impl Into<Interface>) -> Result<Attached, DatapathError> {
-        let (ifindex, ifname) = iface.into().resolve()?;
+        self.attach_as(iface.into(), false)
+    }
+
+    /// Attaches to a *host* interface (a HostEndpoint such as `eth0`), with the programs
+    /// swapped relative to [`Datapath::attach`]: `to_endpoint` at tc ingress (traffic into the
+    /// host is the host endpoint's ingress), `from_endpoint` at tc egress. Pinned as
+    /// `links/<ifindex>-host-<hook>`; [`Datapath::detach`] removes these too. Idempotent.
+    pub fn attach_host(&mut self, iface: impl Into<Interface>) -> Result<Attached, DatapathError> {
+        self.attach_as(iface.into(), true)
+    }
+
+    fn attach_as(&mut self, iface: Interface, host: bool) -> Result<Attached, DatapathError> {
+        let (ifindex, ifname) = iface.resolve()?;
         let _lock = DirLock::exclusive(self.paths.layout_dir())?;
         let mut new_hooks = Vec::new();
         for hook in Hook::BOTH {
-            let path = self.paths.link(ifindex, hook);
+            let path = self.link_path(ifindex, hook, host);
             if path.exists() {
-                if self.link_state(ifindex, hook)?.alive {
+                if self.link_state_of(ifindex, hook, host)?.alive {
                     continue;
                 }
                 remove_pin(&path)?;
             }
-            if let Err(e) = self.attach_hook(ifindex, &ifname, hook, &path) {
+            if let Err(e) = self.attach_hook(ifindex, &ifname, hook, host, &path) {
                 for done in &new_hooks {
-                    if let Err(undo) = remove_pin(&self.paths.link(ifindex, *done)) {
+                    if let Err(undo) = remove_pin(&self.link_path(ifindex, *done, host)) {
                         tracing::warn!(error = %undo, "undoing a half attach");
                     }
                 }
@@ -574,16 +663,21 @@ impl Datapath {
         ifindex: u32,
         ifname: &str,
         hook: Hook,
+        host: bool,
         path: &Path,
     ) -> Result<(), DatapathError> {
         let attach_err = |error| DatapathError::Attach {
-            program: hook.program(),
+            program: if host {
+                hook.host_program()
+            } else {
+                hook.program()
+            },
             ifname: ifname.to_owned(),
             ifindex,
             hook,
             error,
         };
-        let program = self.program_mut(hook);
+        let program = self.program_for(hook, host);
         let id = program
             .attach_with_options(
                 ifname,
@@ -605,13 +699,16 @@ impl Datapath {
         Ok(())
     }
 
-    /// Removes `ifindex`'s link pins, which detaches the programs. Returns the hooks detached.
+    /// Removes `ifindex`'s link pins (workload and host), which detaches the programs. Returns
+    /// the hooks detached.
     pub fn detach(&mut self, ifindex: u32) -> Result<Vec<Hook>, DatapathError> {
         let _lock = DirLock::exclusive(self.paths.layout_dir())?;
         let mut done = Vec::new();
-        for hook in Hook::BOTH {
-            if remove_pin(&self.paths.link(ifindex, hook))? {
-                done.push(hook);
+        for host in [false, true] {
+            for hook in Hook::BOTH {
+                if remove_pin(&self.link_path(ifindex, hook, host))? {
+                    done.push(hook);
+                }
             }
         }
         Ok(done)
@@ -623,7 +720,17 @@ impl Datapath {
     /// namespace the caller is. A link running another program falls back to a tcx query of
     /// the interface in the caller's namespace.
     fn link_state(&self, ifindex: u32, hook: Hook) -> Result<AttachedLink, DatapathError> {
-        let path = self.paths.link(ifindex, hook);
+        self.link_state_of(ifindex, hook, false)
+    }
+
+    /// [`Datapath::link_state`] of a workload (`host: false`) or host link.
+    fn link_state_of(
+        &self,
+        ifindex: u32,
+        hook: Hook,
+        host: bool,
+    ) -> Result<AttachedLink, DatapathError> {
+        let path = self.link_path(ifindex, hook, host);
         let link_err = |op, error| DatapathError::Link {
             path: path.clone(),
             op,
@@ -635,13 +742,18 @@ impl Datapath {
             .info()
             .map_err(|e| link_err("reading link info", e))?;
         let ifname = netif::ifname(ifindex);
-        let ours = match hook {
-            Hook::TcIngress => &self.from_endpoint,
-            Hook::TcEgress => &self.to_endpoint,
+        let name = if host {
+            hook.host_program()
+        } else {
+            hook.program()
+        };
+        let ours = if name == programs::FROM_ENDPOINT {
+            &self.from_endpoint
+        } else {
+            &self.to_endpoint
         };
         let ours_id = ours.info().map(|i| i.id()).ok();
         let alive = if ours_id == Some(info.program_id()) {
-            let name = hook.program();
             let mut probe = SchedClassifier::from_pin(self.paths.program(name)).map_err(|e| {
                 DatapathError::OpenPin {
                     kind: "program",
@@ -699,13 +811,29 @@ impl Datapath {
             .collect()
     }
 
-    /// Removes link pins whose interface is gone; returns them.
+    /// Every pinned host-endpoint link of this layout ([`Datapath::attach_host`]); `hook` is
+    /// the kernel hook (the program there is [`Hook::host_program`]).
+    pub fn attached_host(&self) -> Result<Vec<AttachedLink>, DatapathError> {
+        self.paths
+            .pinned_host_links()?
+            .into_iter()
+            .map(|(ifindex, hook)| self.link_state_of(ifindex, hook, true))
+            .collect()
+    }
+
+    /// Removes link pins (workload and host) whose interface is gone; returns them.
     pub fn prune_defunct_links(&mut self) -> Result<Vec<AttachedLink>, DatapathError> {
         let _lock = DirLock::exclusive(self.paths.layout_dir())?;
         let mut pruned = Vec::new();
         for link in self.attached()? {
             if !link.alive {
                 remove_pin(&self.paths.link(link.ifindex, link.hook))?;
+                pruned.push(link);
+            }
+        }
+        for link in self.attached_host()? {
+            if !link.alive {
+                remove_pin(&self.paths.host_link(link.ifindex, link.hook))?;
                 pruned.push(link);
             }
         }

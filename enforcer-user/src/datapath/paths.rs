@@ -7,6 +7,8 @@
 //!     progs/<program>           both classifiers of `enforcer_common::programs`
 //!     links/<ifindex>-ingress   tcx link at the tc *ingress* hook (program `from_endpoint`)
 //!     links/<ifindex>-egress    tcx link at the tc *egress* hook (program `to_endpoint`)
+//!     links/<ifindex>-host-ingress  host endpoint: tc *ingress* hook, program `to_endpoint`
+//!     links/<ifindex>-host-egress   host endpoint: tc *egress* hook, program `from_endpoint`
 //! ```
 //!
 //! Link pins are named after the kernel hook, not the endpoint's direction: `<ifindex>-ingress`
@@ -85,6 +87,16 @@ impl Hook {
         }
     }
 
+    /// The program attached at this hook of a *host* interface (a HostEndpoint): swapped,
+    /// since packets arriving at tc ingress of a host interface enter the host (its ingress
+    /// policy, `to_endpoint`).
+    pub const fn host_program(self) -> &'static str {
+        match self {
+            Hook::TcIngress => programs::TO_ENDPOINT,
+            Hook::TcEgress => programs::FROM_ENDPOINT,
+        }
+    }
+
     pub(crate) const fn attach_type(self) -> aya::programs::TcAttachType {
         match self {
             Hook::TcIngress => aya::programs::TcAttachType::Ingress,
@@ -157,6 +169,24 @@ impl PinPaths {
         self.links_dir().join(link_file_name(ifindex, hook))
     }
 
+    /// `links/<ifindex>-host-<ingress|egress>`: a host endpoint's link (programs swapped).
+    pub fn host_link(&self, ifindex: u32, hook: Hook) -> PathBuf {
+        self.links_dir()
+            .join(format!("{ifindex}-host-{}", hook.suffix()))
+    }
+
+    /// The host-endpoint link pins present (see [`PinPaths::host_link`]).
+    pub fn pinned_host_links(&self) -> Result<Vec<(u32, Hook)>, DatapathError> {
+        let mut out = Vec::new();
+        for name in list_dir(&self.links_dir())? {
+            if let Some(parsed) = parse_host_link_file_name(&name) {
+                out.push(parsed);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Creates `maps/`, `progs/` and `links/`.
     pub fn create_dirs(&self) -> Result<(), DatapathError> {
         for dir in [self.maps_dir(), self.progs_dir(), self.links_dir()] {
@@ -195,6 +225,17 @@ fn link_file_name(ifindex: u32, hook: Hook) -> String {
 /// Parses `<ifindex>-<ingress|egress>`.
 pub fn parse_link_file_name(name: &str) -> Option<(u32, Hook)> {
     let (index, suffix) = name.split_once('-')?;
+    let hook = match suffix {
+        "ingress" => Hook::TcIngress,
+        "egress" => Hook::TcEgress,
+        _ => return None,
+    };
+    Some((index.parse().ok()?, hook))
+}
+
+/// Parses `<ifindex>-host-<ingress|egress>`.
+pub fn parse_host_link_file_name(name: &str) -> Option<(u32, Hook)> {
+    let (index, suffix) = name.split_once("-host-")?;
     let hook = match suffix {
         "ingress" => Hook::TcIngress,
         "egress" => Hook::TcEgress,
@@ -371,6 +412,18 @@ mod tests {
         assert_eq!(parse_link_file_name("42-sideways"), None);
         assert_eq!(parse_link_file_name("x-ingress"), None);
         assert_eq!(parse_link_file_name("42"), None);
+        // Host-endpoint pins are told apart from workload pins.
+        let p = PinPaths::new("/x");
+        for hook in Hook::BOTH {
+            let path = p.host_link(42, hook);
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            assert_eq!(parse_host_link_file_name(name), Some((42, hook)));
+            assert_eq!(parse_link_file_name(name), None);
+            assert_eq!(parse_host_link_file_name(&link_file_name(42, hook)), None);
+        }
     }
 
     #[test]

@@ -9,9 +9,7 @@
 use std::path::Path;
 
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapInfo, MapType};
-use enforcer_common::{
-    CtKey, CtValue, EndpointKey, EndpointValue, VerdictKey, VerdictValue, maps,
-};
+use enforcer_common::{CtKey, CtValue, EndpointKey, EndpointValue, VerdictKey, VerdictValue, maps};
 use serde::Serialize;
 
 use crate::datapath::{DatapathError, PinPaths, paths::ALL_MAPS};
@@ -38,7 +36,9 @@ pub struct MapStat {
 
 /// `ENFORCER_PEER_V4` → `peer_v4`.
 pub fn short_name(name: &str) -> String {
-    name.strip_prefix("ENFORCER_").unwrap_or(name).to_ascii_lowercase()
+    name.strip_prefix("ENFORCER_")
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 fn kind_name(t: Result<MapType, aya::maps::MapError>) -> String {
@@ -85,7 +85,11 @@ fn lpm_slot(data: &[u8]) -> usize {
     usize::from(s == 1)
 }
 
-fn count_slots<I, E>(keys: I, slot_of: impl Fn(&E) -> usize, cap: u64) -> Result<[u64; 2], aya::maps::MapError>
+fn count_slots<I, E>(
+    keys: I,
+    slot_of: impl Fn(&E) -> usize,
+    cap: u64,
+) -> Result<[u64; 2], aya::maps::MapError>
 where
     I: Iterator<Item = Result<E, aya::maps::MapError>>,
 {

@@ -201,13 +201,12 @@ impl FlowContext {
             None => (None, netif::ifname(ev.ifindex)),
         };
         let staged_verdict = FlowVerdict::of(ev.staged_action);
-        let staged = (staged_verdict != verdict || ev.staged_rule_id != ev.rule_id).then(|| {
-            StagedRecord {
+        let staged =
+            (staged_verdict != verdict || ev.staged_rule_id != ev.rule_id).then(|| StagedRecord {
                 verdict: staged_verdict,
                 rule_id: rule_id(ev.staged_rule_id),
                 decided_by: self.rules.name(ev.staged_rule_id),
-            }
-        });
+            });
         FlowRecord {
             time: rfc3339_nanos(clocks.wall_of(ev.timestamp_ns)),
             mono_ns: ev.timestamp_ns,
@@ -453,11 +452,7 @@ impl FlowLog {
 
     /// Writes `events` synchronously (the agent's loop does the same per batch; for tests and
     /// tools that hold a [`crate::datapath::EventReader`]).
-    pub fn write_events(
-        &self,
-        events: &[FlowEvent],
-        ctx: &FlowContext,
-    ) -> io::Result<()> {
+    pub fn write_events(&self, events: &[FlowEvent], ctx: &FlowContext) -> io::Result<()> {
         let mut out = None;
         self.write_batch(&mut out, events, ctx, &Clocks::now(), &mut Vec::new())
     }
@@ -496,6 +491,65 @@ pub fn parse_line(line: &str) -> ParsedLine {
     serde_json::from_str(line).map_err(|e| format!("not a flow record ({e}): {line}"))
 }
 
+/// Keeps the last `last` records (errors always kept) of a growing list.
+fn push_limited(out: &mut VecDeque<ParsedLine>, parsed: ParsedLine, last: Option<usize>) {
+    out.push_back(parsed);
+    if let Some(n) = last {
+        while out.iter().filter(|r| r.is_ok()).count() > n {
+            out.pop_front();
+        }
+    }
+}
+
+/// Parses and filters lines into `out` (see [`read_records`]).
+pub fn collect_lines(
+    lines: impl IntoIterator<Item = String>,
+    filter: FlowFilter,
+    last: Option<usize>,
+    out: &mut VecDeque<ParsedLine>,
+) {
+    for line in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = parse_line(&line);
+        if parsed.as_ref().is_ok_and(|r| !filter.matches(r)) {
+            continue;
+        }
+        push_limited(out, parsed, last);
+    }
+}
+
+/// Every line of `path` into `out`; `Ok(false)` if there is no such file.
+pub fn collect_file(
+    path: &Path,
+    filter: FlowFilter,
+    last: Option<usize>,
+    out: &mut VecDeque<ParsedLine>,
+) -> io::Result<bool> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let lines = BufReader::new(file)
+        .lines()
+        .collect::<io::Result<Vec<_>>>()?;
+    collect_lines(lines, filter, last, out);
+    Ok(true)
+}
+
+/// The error for a flow log that is not there.
+pub fn missing_log(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "no flow log at {} (is the agent running with this --flow-log path?)",
+            path.display()
+        ),
+    )
+}
+
 /// Every line of `<path>.1` (if present) then `<path>`, in order; `last` keeps only the last
 /// that many records that pass `filter` (unparseable lines are always kept, as errors).
 pub fn read_records(
@@ -503,40 +557,11 @@ pub fn read_records(
     filter: FlowFilter,
     last: Option<usize>,
 ) -> io::Result<Vec<ParsedLine>> {
-    let mut out: VecDeque<ParsedLine> = VecDeque::new();
-    let mut any = false;
-    for p in [rotated_path(path), path.to_owned()] {
-        let file = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        any = true;
-        for line in BufReader::new(file).lines() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let parsed = parse_line(&line);
-            if parsed.as_ref().is_ok_and(|r| !filter.matches(r)) {
-                continue;
-            }
-            out.push_back(parsed);
-            if let Some(n) = last {
-                while out.iter().filter(|r| r.is_ok()).count() > n {
-                    out.pop_front();
-                }
-            }
-        }
-    }
-    if !any {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "no flow log at {} (is the agent running with this --flow-log path?)",
-                path.display()
-            ),
-        ));
+    let mut out = VecDeque::new();
+    let old = collect_file(&rotated_path(path), filter, last, &mut out)?;
+    let current = collect_file(path, filter, last, &mut out)?;
+    if !old && !current {
+        return Err(missing_log(path));
     }
     Ok(out.into())
 }
@@ -553,6 +578,17 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// Starts at the beginning of `path`: the first poll returns every line in it.
+    pub fn from_start(path: &Path) -> Follower {
+        Follower {
+            path: path.to_owned(),
+            file: None,
+            ino: 0,
+            pos: 0,
+            partial: Vec::new(),
+        }
+    }
+
     /// Starts at the current end of `path` (or at the start of the file once it appears).
     pub fn from_end(path: &Path) -> Follower {
         let mut f = Follower {
@@ -643,7 +679,12 @@ pub fn format_text(r: &FlowRecord) -> String {
     };
     let flow = match (r.src_port, r.dst_port, r.icmp_type, r.icmp_code) {
         (Some(sp), Some(dp), ..) => {
-            format!("{} {}:{sp} -> {}:{dp}", r.protocol, host(&r.src), host(&r.dst))
+            format!(
+                "{} {}:{sp} -> {}:{dp}",
+                r.protocol,
+                host(&r.src),
+                host(&r.dst)
+            )
         }
         (.., Some(t), Some(c)) => {
             format!("{} {} -> {} type {t} code {c}", r.protocol, r.src, r.dst)
@@ -658,7 +699,12 @@ pub fn format_text(r: &FlowRecord) -> String {
         r.decided_by
     );
     if let Some(st) = &r.staged {
-        let _ = write!(s, "  [staged: {} by {}]", st.verdict.as_str(), st.decided_by);
+        let _ = write!(
+            s,
+            "  [staged: {} by {}]",
+            st.verdict.as_str(),
+            st.decided_by
+        );
     }
     s
 }
@@ -683,7 +729,12 @@ mod tests {
                     action: "Deny".into(),
                 },
             ),
-            (4, DecidedBy::EndOfTier { tier: "security".into() }),
+            (
+                4,
+                DecidedBy::EndOfTier {
+                    tier: "security".into(),
+                },
+            ),
             (
                 5,
                 DecidedBy::Profile {
@@ -801,11 +852,16 @@ mod tests {
             Some(StagedRecord {
                 verdict: FlowVerdict::Denied,
                 rule_id: Some(4),
-                decided_by: DecidedBy::EndOfTier { tier: "security".into() },
+                decided_by: DecidedBy::EndOfTier {
+                    tier: "security".into()
+                },
             })
         );
         let text = format_text(&r);
-        assert!(text.contains("icmp 10.0.0.5 -> 10.0.0.7 type 8 code 0"), "{text}");
+        assert!(
+            text.contains("icmp 10.0.0.5 -> 10.0.0.7 type 8 code 0"),
+            "{text}"
+        );
         assert!(
             text.ends_with("[staged: denied by tier security / end-of-tier deny]"),
             "{text}"
@@ -843,10 +899,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "enforcer-flowlog-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("enforcer-flowlog-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -877,7 +931,10 @@ mod tests {
             .filter_map(|r| r.as_ref().ok().and_then(|r| r.src_port))
             .collect();
         // One old file is kept: the newest records, in order, end with the last written.
-        assert!(ports.len() >= 2 && ports.ends_with(&[1004, 1005]), "{ports:?}");
+        assert!(
+            ports.len() >= 2 && ports.ends_with(&[1004, 1005]),
+            "{ports:?}"
+        );
         assert!(ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
         let last = read_records(&path, FlowFilter::default(), Some(1))
             .unwrap_or_else(|e| panic!("read: {e}"));
@@ -914,7 +971,10 @@ mod tests {
         append(&path, "a\nb");
         assert_eq!(tail.poll().unwrap_or_default(), vec!["a".to_owned()]);
         append(&path, "\nc\n");
-        assert_eq!(tail.poll().unwrap_or_default(), vec!["b".to_owned(), "c".to_owned()]);
+        assert_eq!(
+            tail.poll().unwrap_or_default(),
+            vec!["b".to_owned(), "c".to_owned()]
+        );
         // Rotation: the old file gets one more line, then moves; a new file starts.
         append(&path, "d\n");
         fs::rename(&path, rotated_path(&path)).unwrap_or_else(|e| panic!("{e}"));

@@ -11,14 +11,7 @@
 //! hyper 1 with HTTP/1.1 only; each connection is its own task, with a header read timeout so
 //! a stalled client cannot hold one forever.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    io,
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, servi
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::{metrics::CONTENT_TYPE, time::human_duration, MetricsSource};
+use super::{MetricsSource, metrics::CONTENT_TYPE, time::human_duration};
 use crate::agent::status::AgentStatus;
 
 /// Where the agent listens unless told otherwise (localhost: probes and a node-local
@@ -158,7 +151,10 @@ impl Server {
         opts: HttpOptions,
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("binding the metrics/health address {addr}: {e}"))
+            io::Error::new(
+                e.kind(),
+                format!("binding the metrics/health address {addr}: {e}"),
+            )
         })?;
         Ok(Server {
             listener,

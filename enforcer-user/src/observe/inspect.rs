@@ -11,8 +11,8 @@ use std::{
 };
 
 use enforcer_common::{
-    CT_ICMP_TYPE_CODE_SHIFT, CT_INITIATOR_A, CT_SEEN_REPLY, CT_STATE_MASK, CT_TCP_FIN,
-    CT_TCP_RST, CT_TCP_SYN, CtKey, CtValue, ENDPOINT_HOST,
+    CT_ICMP_TYPE_CODE_SHIFT, CT_INITIATOR_A, CT_SEEN_REPLY, CT_STATE_MASK, CT_TCP_FIN, CT_TCP_RST,
+    CT_TCP_SYN, CtKey, CtValue, ENDPOINT_HOST,
 };
 use serde::Serialize;
 
@@ -134,7 +134,13 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 impl EndpointsView {
     pub fn table(&self) -> String {
         let mut t = Table::new([
-            "IFINDEX", "IFNAME", "ENDPOINT", "INGRESS-SET", "EGRESS-SET", "HOST", "ATTACHED",
+            "IFINDEX",
+            "IFNAME",
+            "ENDPOINT",
+            "INGRESS-SET",
+            "EGRESS-SET",
+            "HOST",
+            "ATTACHED",
         ]);
         for e in &self.endpoints {
             let hooks = if e.attached.is_empty() {
@@ -341,7 +347,16 @@ pub fn policies(
 
 impl PoliciesView {
     pub fn table(&self) -> String {
-        let mut t = Table::new(["TIER", "POLICY", "KIND", "RULE", "ACTION", "HITS", "STAGED-HITS", "ID"]);
+        let mut t = Table::new([
+            "TIER",
+            "POLICY",
+            "KIND",
+            "RULE",
+            "ACTION",
+            "HITS",
+            "STAGED-HITS",
+            "ID",
+        ]);
         for tier in &self.tiers {
             for p in &tier.policies {
                 t.row([
@@ -422,10 +437,29 @@ pub fn maps(dp: &Datapath) -> Result<MapsView, DatapathError> {
     })
 }
 
+/// `0%`, `<0.1%`, `12.5%`.
+fn percent(ratio: f64) -> String {
+    if ratio <= 0.0 {
+        "0%".to_owned()
+    } else if ratio < 0.001 {
+        "<0.1%".to_owned()
+    } else {
+        format!("{:.1}%", ratio * 100.0)
+    }
+}
+
 impl MapsView {
     pub fn table(&self) -> String {
         let mut t = Table::new([
-            "MAP", "TYPE", "ENTRIES", "SLOT-0", "SLOT-1", "MAX", "FILL", "ACTIVE-SLOT", "GENERATION",
+            "MAP",
+            "TYPE",
+            "ENTRIES",
+            "SLOT-0",
+            "SLOT-1",
+            "MAX",
+            "FILL",
+            "ACTIVE-SLOT",
+            "GENERATION",
         ]);
         for m in &self.maps {
             let (s0, s1) = match m.slots {
@@ -440,10 +474,17 @@ impl MapsView {
                 s0,
                 s1,
                 m.max_entries.to_string(),
-                m.fill_ratio
-                    .map_or_else(|| "-".to_owned(), |f| format!("{:.1}%", f * 100.0)),
-                if slotted { self.active_slot.to_string() } else { "-".to_owned() },
-                if slotted { self.generation.to_string() } else { "-".to_owned() },
+                m.fill_ratio.map_or_else(|| "-".to_owned(), percent),
+                if slotted {
+                    self.active_slot.to_string()
+                } else {
+                    "-".to_owned()
+                },
+                if slotted {
+                    self.generation.to_string()
+                } else {
+                    "-".to_owned()
+                },
             ]);
         }
         t.render()
@@ -532,7 +573,9 @@ pub fn conntrack_row(
     let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
     ConntrackRow {
         ifindex: k.ifindex,
-        endpoint: state.and_then(|s| s.endpoint(k.ifindex)).map(|e| e.id.clone()),
+        endpoint: state
+            .and_then(|s| s.endpoint(k.ifindex))
+            .map(|e| e.id.clone()),
         protocol: protocol_name(k.protocol),
         src,
         src_port: ports.then_some(sp),
@@ -563,8 +606,14 @@ pub fn conntrack(
         .map(|(k, v)| conntrack_row(k, v, config.generation, &book, state, &now))
         .collect();
     entries.sort_by(|x, y| {
-        (x.ifindex, x.src, x.src_port, x.dst, x.dst_port, &x.protocol)
-            .cmp(&(y.ifindex, y.src, y.src_port, y.dst, y.dst_port, &y.protocol))
+        (x.ifindex, x.src, x.src_port, x.dst, x.dst_port, &x.protocol).cmp(&(
+            y.ifindex,
+            y.src,
+            y.src_port,
+            y.dst,
+            y.dst_port,
+            &y.protocol,
+        ))
     });
     Ok(ConntrackView {
         generation: config.generation,
@@ -631,7 +680,12 @@ mod tests {
                     action: "Allow".into(),
                 },
             ),
-            (1, DecidedBy::EndOfTier { tier: "default".into() }),
+            (
+                1,
+                DecidedBy::EndOfTier {
+                    tier: "default".into(),
+                },
+            ),
             (
                 2,
                 DecidedBy::Profile {
@@ -647,7 +701,10 @@ mod tests {
         assert_eq!(v.tiers.len(), 1);
         let tier = &v.tiers[0];
         assert_eq!(tier.policies[0].policy, "prod/db");
-        assert_eq!((tier.policies[0].hits, tier.policies[0].staged_hits), (7, 5));
+        assert_eq!(
+            (tier.policies[0].hits, tier.policies[0].staged_hits),
+            (7, 5)
+        );
         assert_eq!(tier.end_of_tier.as_ref().map(|d| d.hits), Some(2));
         assert_eq!(v.defaults.len(), 1);
         assert_eq!(v.unnamed.iter().map(|d| d.id).collect::<Vec<_>>(), [9]);
@@ -655,12 +712,16 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("TIER "), "{table}");
         assert!(
-            lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>()
-                == ["default", "prod/db", "ingress", "0", "Allow", "7", "5", "0"]),
+            lines
+                .iter()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["default", "prod/db", "ingress", "0", "Allow", "7", "5", "0"]),
             "{table}"
         );
         assert!(
-            lines.iter().any(|l| l.contains("(end of tier)") && l.contains("Deny")),
+            lines
+                .iter()
+                .any(|l| l.contains("(end of tier)") && l.contains("Deny")),
             "{table}"
         );
     }
@@ -704,9 +765,22 @@ mod tests {
         let table = view.table();
         assert!(table.contains("10.0.0.2:40000"), "{table}");
         assert!(table.contains("2 (stale)"), "{table}");
-        assert!(table.contains("tier default / policy prod/db / ingress rule 0 (Allow)"), "{table}");
+        assert!(
+            table.contains("tier default / policy prod/db / ingress rule 0 (Allow)"),
+            "{table}"
+        );
         let json = serde_json::to_value(&view).unwrap_or_default();
-        assert_eq!(json["entries"][0]["state"], serde_json::json!(["syn", "reply"]));
+        assert_eq!(
+            json["entries"][0]["state"],
+            serde_json::json!(["syn", "reply"])
+        );
+    }
+
+    #[test]
+    fn fill_percentages() {
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.00002), "<0.1%");
+        assert_eq!(percent(0.125), "12.5%");
     }
 
     #[test]

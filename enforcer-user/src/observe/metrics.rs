@@ -25,11 +25,7 @@ use enforcer_common::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{
-        MetricType,
-        counter::ConstCounter,
-        gauge::ConstGauge,
-    },
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
 
@@ -40,7 +36,9 @@ use super::{
 };
 use crate::{
     agent::status::{AgentStatus, SyncedState},
-    datapath::{ConfigView, Datapath, DatapathError, PinPaths, ReasonCount, paths::ALL_MAPS},
+    datapath::{
+        ConfigView, Datapath, DatapathError, PinPaths, ReasonCount, paths::ALL_MAPS, reason_name,
+    },
 };
 
 /// The `Content-Type` of [`MetricsSource::render`]'s output.
@@ -51,15 +49,31 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const TABLE_COUNT_TTL: Duration = Duration::from_secs(60);
 
 /// The verdict a `VERDICT_COUNTERS` reason stands for; `None` for side counters (conntrack
-/// full, re-checks, dropped events), which count events, not packet verdicts.
+/// full, re-checks, dropped events), which count events, not packet verdicts. Reasons are
+/// named `allow_*`/`pass_*` (the packet goes on) or `deny_*` (dropped), so a reason added to
+/// the datapath is classified by its name.
 pub fn reason_verdict(reason: u32) -> Option<&'static str> {
     match reason {
-        REASON_ALLOW_POLICY | REASON_ALLOW_CONNTRACK | REASON_PASS_NO_ENDPOINT
-        | REASON_PASS_FRAGMENT | REASON_PASS_NON_IP => Some("allowed"),
-        REASON_DENY_POLICY | REASON_DENY_UNPARSEABLE | REASON_DENY_NO_ENDPOINT
-        | REASON_DENY_NO_VERDICT => Some("denied"),
         REASON_CT_FULL | REASON_RECHECK | REASON_EVENT_DROPPED => None,
-        _ => None,
+        REASON_ALLOW_POLICY
+        | REASON_ALLOW_CONNTRACK
+        | REASON_PASS_NO_ENDPOINT
+        | REASON_PASS_FRAGMENT
+        | REASON_PASS_NON_IP => Some("allowed"),
+        REASON_DENY_POLICY
+        | REASON_DENY_UNPARSEABLE
+        | REASON_DENY_NO_ENDPOINT
+        | REASON_DENY_NO_VERDICT => Some("denied"),
+        other => {
+            let name = reason_name(other);
+            if name.starts_with("allow_") || name.starts_with("pass_") {
+                Some("allowed")
+            } else if name.starts_with("deny_") {
+                Some("denied")
+            } else {
+                None
+            }
+        }
     }
 }
 
@@ -99,6 +113,7 @@ pub struct FlowLogCounts {
     pub dropped: u64,
     pub write_errors: u64,
     pub rotations: u64,
+    pub malformed: u64,
 }
 
 struct TableCounts {
@@ -204,6 +219,7 @@ impl MetricsSource {
                 dropped: s.dropped.load(Ordering::Relaxed),
                 write_errors: s.write_errors.load(Ordering::Relaxed),
                 rotations: s.rotations.load(Ordering::Relaxed),
+                malformed: s.malformed.load(Ordering::Relaxed),
             }),
             ..Snapshot::default()
         };
@@ -231,7 +247,9 @@ impl MetricsSource {
         let mut held = lock(&self.inner.datapath);
         // The pins may have been replaced (a fresh load): handles to the old maps read stale
         // counters, so compare the pinned CONFIG's id with ours.
-        let pinned_config = MapInfo::from_pin(paths.map(maps::CONFIG)).map(|i| i.id()).ok();
+        let pinned_config = MapInfo::from_pin(paths.map(maps::CONFIG))
+            .map(|i| i.id())
+            .ok();
         let ours = held.as_ref().and_then(|dp| {
             dp.map_ids()
                 .iter()
@@ -331,7 +349,12 @@ fn counter(
     Ok(())
 }
 
-fn counter1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+fn counter1(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
     let m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     ConstCounter::new(v).encode(m)
 }
@@ -344,14 +367,31 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in samples {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+        encode_gauge(*v, m.encode_family(labels)?)?;
     }
     Ok(())
 }
 
-fn gauge1(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
+/// Integral values print as integers (`250`, not `250.0`).
+fn encode_gauge(
+    v: f64,
+    m: prometheus_client::encoding::MetricEncoder,
+) -> Result<(), std::fmt::Error> {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        ConstGauge::new(v as i64).encode(m)
+    } else {
+        ConstGauge::new(v).encode(m)
+    }
+}
+
+fn gauge1(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
     let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(v).encode(m)
+    encode_gauge(v, m)
 }
 
 fn b(v: bool) -> f64 {
@@ -433,14 +473,24 @@ impl Collector for SnapshotCollector {
         let s = &self.0;
         let e = &mut enc;
         // Agent.
-        gauge1(e, "enforcer_agent_ready", "1 once the first full sync is programmed", b(s.ready))?;
+        gauge1(
+            e,
+            "enforcer_agent_ready",
+            "1 once the first full sync is programmed",
+            b(s.ready),
+        )?;
         gauge1(
             e,
             "enforcer_agent_heartbeat_age_seconds",
             "Seconds since the agent loop last went round",
             s.heartbeat_age.as_secs_f64(),
         )?;
-        counter1(e, "enforcer_agent_syncs", "Successful syncs (policy programmed)", s.syncs)?;
+        counter1(
+            e,
+            "enforcer_agent_syncs",
+            "Successful syncs (policy programmed)",
+            s.syncs,
+        )?;
         counter1(
             e,
             "enforcer_agent_sync_failures",
@@ -462,10 +512,20 @@ impl Collector for SnapshotCollector {
             )?;
         }
         if let Some(n) = s.endpoints {
-            gauge1(e, "enforcer_agent_endpoints", "Endpoints enforced", n as f64)?;
+            gauge1(
+                e,
+                "enforcer_agent_endpoints",
+                "Endpoints enforced",
+                n as f64,
+            )?;
         }
         if let Some(book) = &s.rules {
-            gauge1(e, "enforcer_agent_rules", "Entries in the rule table", book.len() as f64)?;
+            gauge1(
+                e,
+                "enforcer_agent_rules",
+                "Entries in the rule table",
+                book.len() as f64,
+            )?;
         }
         gauge1(
             e,
@@ -598,7 +658,9 @@ impl Collector for SnapshotCollector {
                     counter(
                         e,
                         &format!("{prefix}_default_hits"),
-                        &format!("{what} by a default (end-of-tier deny, profile, host endpoint default deny, failsafe)"),
+                        &format!(
+                            "{what} by a default (end-of-tier deny, profile, host endpoint default deny, failsafe)"
+                        ),
                         &defaults,
                     )?;
                 }
@@ -612,14 +674,30 @@ impl Collector for SnapshotCollector {
         }
         if let Some(f) = &s.flow_log {
             dropped.push((vec![("stage", "writer".to_owned())], f.dropped));
-            counter1(e, "enforcer_flowlog_events_written", "Flow records written", f.written)?;
+            counter1(
+                e,
+                "enforcer_flowlog_events_written",
+                "Flow records written",
+                f.written,
+            )?;
             counter1(
                 e,
                 "enforcer_flowlog_write_errors",
                 "Errors writing the flow log",
                 f.write_errors,
             )?;
-            counter1(e, "enforcer_flowlog_rotations", "Flow log rotations", f.rotations)?;
+            counter1(
+                e,
+                "enforcer_flowlog_rotations",
+                "Flow log rotations",
+                f.rotations,
+            )?;
+            counter1(
+                e,
+                "enforcer_flowlog_events_malformed",
+                "Ring buffer records too short to be a flow event (a mismatched eBPF object)",
+                f.malformed,
+            )?;
         }
         counter(
             e,
@@ -670,7 +748,12 @@ mod tests {
                     action: "Deny".into(),
                 },
             ),
-            (2, DecidedBy::EndOfTier { tier: "default".into() }),
+            (
+                2,
+                DecidedBy::EndOfTier {
+                    tier: "default".into(),
+                },
+            ),
         ])
     }
 
@@ -725,6 +808,7 @@ mod tests {
                 dropped: 1,
                 write_errors: 1,
                 rotations: 0,
+                malformed: 0,
             }),
             scrape_duration: Duration::from_millis(3),
         }
@@ -786,7 +870,14 @@ mod tests {
     fn every_reason_is_a_verdict_or_a_side_counter() {
         for r in 0..enforcer_common::NUM_REASONS {
             let side = matches!(r, REASON_CT_FULL | REASON_RECHECK | REASON_EVENT_DROPPED);
-            assert_eq!(reason_verdict(r).is_none(), side, "reason {r}");
+            assert_eq!(
+                reason_verdict(r).is_none(),
+                side,
+                "reason {r} ({})",
+                reason_name(r)
+            );
         }
+        assert_eq!(reason_verdict(REASON_PASS_NON_IP), Some("allowed"));
+        assert_eq!(reason_verdict(REASON_DENY_UNPARSEABLE), Some("denied"));
     }
 }

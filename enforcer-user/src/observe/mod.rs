@@ -8,14 +8,14 @@
 //!
 //! ## Wiring into the agent
 //! ```ignore
-//! let flow_log = observe::FlowLog::new(&cfg.flow_log);              // default /run/enforcer/flows.jsonl
-//! let source = observe::MetricsSource::new(&cfg.pin_base).with_flow_log(flow_log.stats());
-//! tokio::spawn(observe::serve(cfg.metrics_addr, status.clone(), source));   // 127.0.0.1:9466
-//! let events = datapath.events()?.into_async()?;
-//! tokio::spawn(flow_log.run(events, status.clone()));
-//! // after each successful sync:
-//! observe::InspectState::from_synced(&synced).write(&cfg.state_dir)?;
+//! let flow_log = observe::FlowLog::new(&flow_log_path);   // default DEFAULT_FLOW_LOG
+//! let source = observe::MetricsSource::new(&pin_base).with_flow_log(flow_log.stats());
+//! tokio::spawn(observe::serve(metrics_addr, status.clone(), source));   // DEFAULT_ADDR
+//! tokio::spawn(flow_log.run(datapath.events()?.into_async()?, status.clone()));
 //! ```
+//! The agent keeps [`AgentStatus`](crate::agent::status::AgentStatus) current (heartbeat,
+//! `synced`, failures) and writes `<state_dir>/state.json` (`crate::agent::state`), which
+//! `enforcer get` reads through [`InspectState`].
 
 pub mod census;
 pub mod flowlog;

@@ -1,15 +1,15 @@
-//! The agent's state file, `<state_dir>/state.json`: what `enforcer get` needs to name what the
-//! pinned maps hold by number (rule ids, interfaces) while the agent is down.
+//! Reading the agent's state file, `<state_dir>/state.json` (written by the agent after every
+//! sync, atomically; `crate::agent::state` owns the format): what `enforcer get` needs to name
+//! what the pinned maps hold by number (rule ids, interfaces) while the agent is down.
 //!
-//! The agent writes it after every successful sync ([`InspectState::from_synced`] then
-//! [`InspectState::write`]: a temporary file renamed over the old one, so readers never see a
-//! torn file). Readers are tolerant: besides this module's own form, `rules` may be the serde
-//! form of the compiler's [`crate::compile::RuleTable`] (`{"entries": [RuleInfo..]}`) or a list of
-//! `RuleInfo`s, so a state file written by the agent from its own structures reads too.
+//! The reader is deliberately tolerant, reading only what it needs: `generation`, `endpoints`
+//! (each an endpoint object `{kind, namespace?, name, ifindex, ifname}`, or `{id|endpoint:
+//! {kind, ..}, ifindex, ifname}`) and `rules` (a list, or a `RuleTable`'s `{entries: [..]}`,
+//! of `{id, decision}` with `decision` in the evaluator's serde form, or `{id, decided_by}`).
+//! Unknown fields are ignored, so the agent can add to its file freely.
 
 use std::{
     fs, io,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -17,13 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::names::{DecidedBy, EndpointName, RuleBook, protocol_name};
-use crate::agent::status::SyncedState;
 
 /// The file name under the state directory.
 pub const STATE_FILE: &str = "state.json";
 /// The default state directory (tmpfs, like the bpffs pins: both go at a reboot).
 pub const DEFAULT_STATE_DIR: &str = "/run/enforcer";
-/// Version of this module's format.
+/// The newest state file format this reader understands (`format` in the file).
 pub const STATE_VERSION: u32 = 1;
 
 /// One enforced interface.
@@ -56,29 +55,6 @@ pub struct InspectState {
 }
 
 impl InspectState {
-    pub fn from_synced(s: &SyncedState) -> InspectState {
-        InspectState {
-            version: STATE_VERSION,
-            generation: s.generation,
-            endpoints: s
-                .endpoints
-                .iter()
-                .map(|e| EndpointRecord {
-                    id: EndpointName::from(&e.id),
-                    ifindex: e.ifindex,
-                    ifname: e.ifname.clone(),
-                })
-                .collect(),
-            rules: RuleBook::from_table(&s.compiled.rules)
-                .iter()
-                .map(|(id, d)| RuleRecord {
-                    id,
-                    decided_by: d.clone(),
-                })
-                .collect(),
-        }
-    }
-
     pub fn rule_book(&self) -> RuleBook {
         RuleBook::from_entries(self.rules.iter().map(|r| (r.id, r.decided_by.clone())))
     }
@@ -93,24 +69,6 @@ impl InspectState {
         dir.join(STATE_FILE)
     }
 
-    /// Writes `dir/state.json` atomically (temporary file, fsync, rename), creating `dir`.
-    pub fn write(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)?;
-        let path = Self::path(dir);
-        let tmp = dir.join(format!(".{STATE_FILE}.tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            serde_json::to_writer(&mut f, self).map_err(io::Error::other)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-
     /// Reads `dir/state.json`; `Ok(None)` when there is none.
     pub fn read(dir: &Path) -> io::Result<Option<InspectState>> {
         let path = Self::path(dir);
@@ -119,9 +77,12 @@ impl InspectState {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        Self::parse(&text)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+        Self::parse(&text).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })
     }
 
     /// Parses a state file (this module's form, or `rules`/`endpoints` in the compiler's and
@@ -131,18 +92,42 @@ impl InspectState {
         let Some(obj) = v.as_object_mut() else {
             return Err("the state file is not a JSON object".into());
         };
+        if let Some(f) = ["format", "version"]
+            .iter()
+            .find_map(|k| obj.get(*k).and_then(Value::as_u64))
+            && f > u64::from(STATE_VERSION)
+        {
+            return Err(format!(
+                "the state file has format {f}; this enforcer reads format {STATE_VERSION} \
+                 (upgrade the CLI)"
+            ));
+        }
         if let Some(rules) = obj.get_mut("rules") {
             *rules = Value::Array(normalize_rules(rules.take())?);
         }
         if let Some(Value::Array(eps)) = obj.get_mut("endpoints") {
             for e in eps.iter_mut() {
-                // `endpoint` as another name for `id`.
-                if let Some(o) = e.as_object_mut()
-                    && !o.contains_key("id")
-                    && let Some(id) = o.remove("endpoint")
-                {
-                    o.insert("id".into(), id);
+                let Some(o) = e.as_object_mut() else {
+                    continue;
+                };
+                if o.contains_key("id") {
+                    continue;
                 }
+                // `endpoint` as another name for `id`; or the endpoint's own `kind`,
+                // `namespace` and `name` (the agent's form).
+                let id = match o.remove("endpoint") {
+                    Some(id) => id,
+                    None => {
+                        let mut id = serde_json::Map::new();
+                        for k in ["kind", "namespace", "name"] {
+                            if let Some(v) = o.get(k).filter(|v| !v.is_null()) {
+                                id.insert(k.into(), v.clone());
+                            }
+                        }
+                        Value::Object(id)
+                    }
+                };
+                o.insert("id".into(), id);
             }
         }
         serde_json::from_value(v).map_err(|e| e.to_string())
@@ -232,14 +217,80 @@ mod tests {
     }
 
     #[test]
-    fn write_then_read_round_trips() {
-        let dir = std::env::temp_dir().join(format!("enforcer-state-test-{}", std::process::id()));
+    fn own_form_round_trips_and_read_handles_missing_files() {
         let s = sample();
-        s.write(&dir).unwrap_or_else(|e| panic!("write: {e}"));
-        let back = InspectState::read(&dir).unwrap_or_else(|e| panic!("read: {e}"));
-        assert_eq!(back, Some(s));
+        let text = serde_json::to_string(&s).unwrap_or_default();
+        assert_eq!(InspectState::parse(&text).ok(), Some(s.clone()));
+        let dir = std::env::temp_dir().join(format!("enforcer-state-test-{}", std::process::id()));
+        let _ = fs::create_dir_all(&dir);
+        fs::write(InspectState::path(&dir), &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(InspectState::read(&dir).ok(), Some(Some(s)));
         let _ = fs::remove_dir_all(&dir);
-        assert_eq!(InspectState::read(&dir).ok(), Some(None), "a missing file is None");
+        assert_eq!(
+            InspectState::read(&dir).ok(),
+            Some(None),
+            "a missing file is None"
+        );
+    }
+
+    /// The agent's `state.json` (`crate::agent::state::PersistedState`), abridged.
+    #[test]
+    fn reads_the_agents_state_file() {
+        let text = r#"{
+          "format": 1, "written_at_unix_ms": 1, "agent_pid": 7, "node_name": null,
+          "pin_dir": "/sys/fs/bpf/enforcer/v1", "datapath_origin": "adopted",
+          "generation": 5, "active_slot": 1,
+          "counters": {"syncs_total": 1, "sync_failures_total": 0, "invalid_inputs_total": 0},
+          "last_input_errors": [],
+          "endpoints": [
+            {"kind": "pod", "namespace": "prod", "name": "db-0", "ifindex": 12, "ifname": "cali12",
+             "ingress_set": 0, "egress_set": 1},
+            {"kind": "host", "namespace": null, "name": "eth0", "ifindex": 2, "ifname": "eth0",
+             "ingress_set": 2, "egress_set": 2}
+          ],
+          "rules": [
+            {"id": 0, "text": "tier default / policy prod/db / ingress rule 0 (Allow)", "by": "rule",
+             "tier": "default", "policy": "prod/db", "direction": "ingress", "index": 0,
+             "action": "Allow", "file": "a.yaml", "document": 1,
+             "decision": {"by": "rule", "tier": "default", "policy": "prod/db",
+               "kind": "NetworkPolicy", "direction": "ingress", "index": 0, "action": "Allow",
+               "origin": {"file": "a.yaml", "document": 1}}},
+            {"id": 1, "text": "end of tier default", "by": "tier-default", "tier": "default",
+             "action": "Deny", "decision": {"by": "tier-default", "tier": "default"}}
+          ]
+        }"#;
+        let s = InspectState::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.generation, 5);
+        assert_eq!(
+            s.endpoint(12).map(|e| (&e.id, e.ifname.as_str())),
+            Some((
+                &EndpointName::Pod {
+                    namespace: "prod".into(),
+                    name: "db-0".into()
+                },
+                "cali12"
+            ))
+        );
+        assert_eq!(
+            s.endpoint(2).map(|e| &e.id),
+            Some(&EndpointName::Host {
+                name: "eth0".into()
+            })
+        );
+        let book = s.rule_book();
+        assert_eq!(
+            book.name(0).to_string(),
+            "tier default / policy prod/db / ingress rule 0 (Allow)"
+        );
+        assert_eq!(
+            book.name(1),
+            DecidedBy::EndOfTier {
+                tier: "default".into()
+            }
+        );
+        let newer = text.replacen("\"format\": 1", "\"format\": 2", 1);
+        let e = InspectState::parse(&newer).err().unwrap_or_default();
+        assert!(e.contains("format 2"), "{e}");
     }
 
     #[test]
@@ -259,14 +310,21 @@ mod tests {
         assert_eq!(s.generation, 2);
         assert_eq!(
             s.endpoint(2).map(|e| &e.id),
-            Some(&EndpointName::Host { name: "eth0".into() })
+            Some(&EndpointName::Host {
+                name: "eth0".into()
+            })
         );
         let book = s.rule_book();
         assert_eq!(
             book.name(0).to_string(),
             "tier default / policy p / egress rule 1 (Deny)"
         );
-        assert_eq!(book.name(1), DecidedBy::EndOfTier { tier: "default".into() });
+        assert_eq!(
+            book.name(1),
+            DecidedBy::EndOfTier {
+                tier: "default".into()
+            }
+        );
         assert_eq!(
             book.name(2),
             DecidedBy::Failsafe {
@@ -279,7 +337,9 @@ mod tests {
     #[test]
     fn garbage_is_an_error_naming_the_problem() {
         assert!(InspectState::parse("[1,2]").is_err());
-        let e = InspectState::parse(r#"{"rules": 3}"#).err().unwrap_or_default();
+        let e = InspectState::parse(r#"{"rules": 3}"#)
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("rules"), "{e}");
     }
 }

@@ -133,7 +133,11 @@ mod tests {
             monotonic_ns: 5_000_000_000,
         };
         assert_eq!(c.wall_of(4_000_000_000), at(999, 0));
-        assert_eq!(c.wall_of(6_000_000_000), at(1000, 0), "future stamps are now");
+        assert_eq!(
+            c.wall_of(6_000_000_000),
+            at(1000, 0),
+            "future stamps are now"
+        );
         assert_eq!(c.age(4_500_000_000), Duration::from_millis(500));
         let now = Clocks::now();
         assert!(now.monotonic_ns > 0);
@@ -145,6 +149,9 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(42)), "42s");
         assert_eq!(human_duration(Duration::from_secs(432)), "7m12s");
         assert_eq!(human_duration(Duration::from_secs(3 * 3600 + 300)), "3h05m");
-        assert_eq!(human_duration(Duration::from_secs(2 * 86_400 + 4 * 3600)), "2d04h");
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 86_400 + 4 * 3600)),
+            "2d04h"
+        );
     }
 }

@@ -54,6 +54,7 @@
 
 mod calico;
 mod common;
+pub mod directory;
 pub mod feed;
 mod k8s;
 pub mod kubernetes;
