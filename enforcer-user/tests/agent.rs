@@ -809,6 +809,25 @@ fn privileged_sigkill_and_restart_under_traffic() {
         rx > 0 && rx + 64 * 50 >= tx,
         "TCP stream: {rx} of {tx} bytes arrived"
     );
+
+    // The agents' flow log (default `<state-dir>/flows.jsonl`) names the denied flows.
+    let flows = fs::read_to_string(node.state_dir().join("flows.jsonl")).unwrap_or_default();
+    let denied_flows: Vec<serde_json::Value> = flows
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| {
+            v["verdict"] == "denied" && v["dst_port"] == u64::from(DENIED) && v["dst"] == SERVER_IP
+        })
+        .collect();
+    assert!(
+        !denied_flows.is_empty(),
+        "denied flows to port {DENIED} are logged:\n{flows}"
+    );
+    assert_eq!(
+        denied_flows[0]["direction"], "ingress",
+        "{}",
+        denied_flows[0]
+    );
 }
 
 /// A HostEndpoint is attached with the programs swapped (traffic into the host at tc ingress

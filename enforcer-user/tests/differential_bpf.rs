@@ -54,11 +54,13 @@ use aya::{
 };
 use enforcer_common::{
     ACTION_ALLOW, ACTION_DENY, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, EventLimit, FlowEvent,
-    MAX_RULE_COUNTERS, NUM_REASONS, REASON_ALLOW_POLICY, REASON_DENY_POLICY,
-    REASON_PASS_ICMPV6_ND, maps, programs,
+    MAX_RULE_COUNTERS, NUM_REASONS, REASON_ALLOW_POLICY, REASON_DENY_POLICY, REASON_PASS_ICMPV6_ND,
+    maps, programs,
 };
 use enforcer_user::{
-    compile::{Compiled, EndpointId, LookupResult, MapEntries, compile, lookup_entries, to_map_entries},
+    compile::{
+        Compiled, EndpointId, LookupResult, MapEntries, compile, lookup_entries, to_map_entries,
+    },
     datapath::{Datapath, EventReader, OpenOptions, reason_name},
     evaluator::{DirectionTrace, Packet, Verdict, evaluate_packet},
     model::{Direction, Protocol},
@@ -260,7 +262,10 @@ impl Bpf {
         self.clear_conntrack();
         self.reset_event_limit();
         let stale = self.events.drain();
-        assert!(stale.is_empty(), "events left from an earlier packet: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "events left from an earlier packet: {stale:?}"
+        );
         let dir = match direction {
             Direction::Ingress => DIR_INGRESS,
             Direction::Egress => DIR_EGRESS,
@@ -590,25 +595,22 @@ fn privileged_bpf_agrees_with_compiled_tables_and_reference_evaluator() {
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(
-        &testgen::case(PROBES_PER_CASE, SHAPES_PER_CASE),
-        |case| {
-            let mut t = Tally::default();
-            let r = check_case(&mut bpf.borrow_mut(), &case, &mut t);
-            if r.is_ok() {
-                let mut all = tally.borrow_mut();
-                all.cases += t.cases;
-                all.endpoints += t.endpoints;
-                all.checked += t.checked;
-                all.v6 += t.v6;
-                all.denies += t.denies;
-                all.staged_differs += t.staged_differs;
-                all.nd += t.nd;
-                all.skipped_ext += t.skipped_ext;
-            }
-            r.map_err(TestCaseError::fail)
-        },
-    );
+    let result = runner.run(&testgen::case(PROBES_PER_CASE, SHAPES_PER_CASE), |case| {
+        let mut t = Tally::default();
+        let r = check_case(&mut bpf.borrow_mut(), &case, &mut t);
+        if r.is_ok() {
+            let mut all = tally.borrow_mut();
+            all.cases += t.cases;
+            all.endpoints += t.endpoints;
+            all.checked += t.checked;
+            all.v6 += t.v6;
+            all.denies += t.denies;
+            all.staged_differs += t.staged_differs;
+            all.nd += t.nd;
+            all.skipped_ext += t.skipped_ext;
+        }
+        r.map_err(TestCaseError::fail)
+    });
     let bpf = bpf.into_inner();
     let t = tally.into_inner();
     eprintln!(
@@ -637,6 +639,10 @@ fn privileged_bpf_agrees_with_compiled_tables_and_reference_evaluator() {
         Err(TestError::Abort(reason)) => panic!("proptest aborted: {reason}"),
     }
     // Not vacuous: the generator must reach both families and both verdicts.
-    assert!(t.checked >= 20 * t.cases, "only {} packets checked", t.checked);
+    assert!(
+        t.checked >= 20 * t.cases,
+        "only {} packets checked",
+        t.checked
+    );
     assert!(t.v6 > 0 && t.denies > 0 && t.denies < t.checked, "{t:?}");
 }

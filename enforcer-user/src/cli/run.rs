@@ -208,7 +208,7 @@ async fn agent_main(cfg: AgentConfig) -> anyhow::Result<()> {
         force_fresh: cfg.force_fresh,
         // A fresh load moves the pinned links only after the first sync programmed the new
         // maps: until then they keep enforcing the old tables.
-        defer_relink: false,
+        defer_relink: true,
         ..OpenOptions::new(&cfg.pin_base)
     })
     .context("opening the datapath")?;

@@ -48,6 +48,13 @@ pub(crate) fn check_case(case: &Case) -> Result<usize, String> {
         .chain(sweep(inv, &case.shapes));
     for probe in probes {
         let explanation = evaluate_packet(inv, &probe.packet, &case.options);
+        // Neighbour discovery is passed before the tables (datapath and evaluator alike).
+        if crate::evaluator::is_icmpv6_neighbour_discovery(&probe.packet) {
+            if explanation.verdict != crate::evaluator::Verdict::Allow {
+                return Err(format!("ICMPv6 neighbour discovery denied: {:?}", probe.packet));
+            }
+            continue;
+        }
         let trace: Option<&DirectionTrace> = match probe.direction {
             Direction::Ingress => explanation.ingress.as_ref(),
             Direction::Egress => explanation.egress.as_ref(),

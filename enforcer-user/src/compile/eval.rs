@@ -583,7 +583,7 @@ impl Ctx<'_> {
                 .parts
                 .get(pi)
                 .ok_or(CompileError::Internal("rule part out of range"))?;
-            let v = if part.peer.full.is_none() {
+            let v = if part.peer.addr.is_none() && part.peer.full.is_none() {
                 if part.peer.ports.is_some() {
                     SideVal::PortBits
                 } else {

@@ -617,9 +617,9 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                     for pair in ctx.evaluate(set, &mut cache)? {
                         let id = match last {
                             Some((p, id)) if p == pair => id,
-                            _ => *pair_ids
-                                .entry(pair)
-                                .or_insert_with(|| values.intern(CompiledVerdict::of(pair.0, pair.1)).0),
+                            _ => *pair_ids.entry(pair).or_insert_with(|| {
+                                values.intern(CompiledVerdict::of(pair.0, pair.1)).0
+                            }),
                         };
                         last = Some((pair, id));
                         row.push(id);
@@ -632,7 +632,10 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                         // Port cells are told apart by every distinct row.
                         let row = interner.get(id).ok_or(CompileError::Internal("row"))?;
                         let piece = |combos: &Vec<usize>| -> Vec<u32> {
-                            combos.iter().map(|&c| row.get(c).copied().unwrap_or(u32::MAX)).collect()
+                            combos
+                                .iter()
+                                .map(|&c| row.get(c).copied().unwrap_or(u32::MAX))
+                                .collect()
                         };
                         refine(&mut dst_keys, by_dst.iter().map(piece).collect());
                         refine(&mut src_keys, by_src.iter().map(piece).collect());
@@ -771,23 +774,36 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let n_classes = classes.values.len();
     let mut tables: Interner<SetTable> = Interner::new();
     let mut set_final: Vec<u32> = Vec::with_capacity(sets.len());
-    let value = |id: u32| values.get(id).copied().ok_or(CompileError::Internal("value"));
+    let value = |id: u32| {
+        values
+            .get(id)
+            .copied()
+            .ok_or(CompileError::Internal("value"))
+    };
     for (si, rows_of_set) in set_rows.iter().enumerate() {
-        let mut compressed: Vec<(u32, BTreeMap<u32, u32>)> = Vec::with_capacity(rows_of_set.values.len());
+        let mut compressed: Vec<(u32, BTreeMap<u32, u32>)> =
+            Vec::with_capacity(rows_of_set.values.len());
         for row in &rows_of_set.values {
             let mut cells: BTreeMap<u32, u32> = BTreeMap::new();
             for (ci, v) in row.iter().enumerate() {
-                let pc = *combo_port_class.get(ci).ok_or(CompileError::Internal("combo"))?;
+                let pc = *combo_port_class
+                    .get(ci)
+                    .ok_or(CompileError::Internal("combo"))?;
                 let prev = *cells.entry(pc).or_insert(*v);
                 debug_assert_eq!(prev, *v, "port class merged cells that differ");
             }
-            let default = most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
+            let default =
+                most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
             cells.retain(|_, v| *v != default);
             compressed.push((default, cells));
         }
         let class_row = |k: usize| -> Result<u32, CompileError> {
-            let (_, rows) = classes.get(k as u32).ok_or(CompileError::Internal("class"))?;
-            rows.get(si).copied().ok_or(CompileError::Internal("class row"))
+            let (_, rows) = classes
+                .get(k as u32)
+                .ok_or(CompileError::Internal("class"))?;
+            rows.get(si)
+                .copied()
+                .ok_or(CompileError::Internal("class row"))
         };
         let mut defaults = Vec::with_capacity(n_classes);
         for k in 0..n_classes {
@@ -796,7 +812,8 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                 .ok_or(CompileError::Internal("row"))?;
             defaults.push(*d);
         }
-        let set_default = most_frequent(defaults.iter()).ok_or(CompileError::Internal("no peer classes"))?;
+        let set_default =
+            most_frequent(defaults.iter()).ok_or(CompileError::Internal("no peer classes"))?;
         let mut table = SetTable {
             default: value(set_default)?,
             rows: BTreeMap::new(),

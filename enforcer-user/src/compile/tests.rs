@@ -734,7 +734,8 @@ fn compile_scaling_report() {
         let inv = synthetic(pods, apps, cidrs);
         let c = compile(&inv, &Options::default()).unwrap();
         let t = std::time::Instant::now() - c.stats.elapsed;
-        let ifx: BTreeMap<EndpointId, u32> = c.endpoints.keys().take(200).cloned().zip(1..).collect();
+        let ifx: BTreeMap<EndpointId, u32> =
+            c.endpoints.keys().take(200).cloned().zip(1..).collect();
         let m = to_map_entries(&c, 0, &|id| ifx.get(id).copied().into_iter().collect()).unwrap();
         println!(
             "pods {pods:6} apps {apps:5} cidrs {cidrs:8}: {:9.1} ms; sets {} peer classes {} port classes {} \

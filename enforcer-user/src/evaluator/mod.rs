@@ -212,6 +212,13 @@ pub fn explain(inv: &Inventory, flow: &FlowSpec, opts: &Options) -> Result<Expla
             version: flow.ip_version,
         }
     })?;
+    // ICMP type and code exist only for the family's own ICMP (ICMP over IPv4, ICMPv6 over
+    // IPv6), as the datapath parses them and as Calico renders ICMP rules per IP version.
+    let is_icmp = match flow.protocol {
+        Protocol::ICMP => src.is_ipv4(),
+        Protocol::ICMPV6 => src.is_ipv6(),
+        _ => false,
+    };
     let packet = Packet {
         src,
         dst,
@@ -283,7 +290,14 @@ fn judge(
 ) -> Explanation {
     let mut notes = Vec::new();
     let same_endpoint = src_ep.is_policed() && src_ep == dst_ep;
-    let (egress, ingress) = if same_endpoint {
+    let (egress, ingress) = if is_icmpv6_neighbour_discovery(packet) {
+        notes.push(format!(
+            "ICMPv6 type {} (neighbour discovery / MLD) is always allowed before policy, as \
+             Felix's ICMPv6Filter does: IPv6 cannot work without it",
+            packet.icmp_type.unwrap_or_default()
+        ));
+        (None, None)
+    } else if same_endpoint {
         notes.push(
             "source and destination are the same endpoint: the traffic never leaves it, so no \
              policy applies (Calico behaves the same)"
@@ -332,6 +346,14 @@ fn judge(
         ingress,
         notes,
     }
+}
+
+/// ICMPv6 neighbour discovery and MLD (types 130-133, 135, 136), which Calico (and the
+/// datapath) pass before any policy.
+pub fn is_icmpv6_neighbour_discovery(packet: &Packet) -> bool {
+    packet.protocol == Protocol::ICMPV6
+        && packet.src.is_ipv6()
+        && matches!(packet.icmp_type, Some(130..=133 | 135 | 136))
 }
 
 /// Sort key of tiers and policies: ascending order, missing order after every number, ties

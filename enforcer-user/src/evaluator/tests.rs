@@ -390,3 +390,41 @@ spec:
     f.icmp_code = Some(1);
     assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Deny);
 }
+
+#[test]
+fn icmpv6_neighbour_discovery_is_always_allowed() {
+    let inv = inv(r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-all}
+spec: {selector: all(), types: [Ingress, Egress]}
+"#);
+    let mut f = flow("b/client", "a/web", Protocol::ICMPV6, None);
+    f.ip_version = Some(6);
+    f.icmp_type = Some(135);
+    let e = explain(&inv, &f, &Options::default()).unwrap();
+    assert_eq!(e.verdict, Verdict::Allow);
+    assert!(e.ingress.is_none() && e.egress.is_none());
+    f.icmp_type = Some(128);
+    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Deny);
+}
+
+#[test]
+fn icmp_type_applies_only_to_the_family_s_own_icmp() {
+    // ICMP (protocol 1) carried over IPv6 has no type the datapath reads.
+    let inv = inv(r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: ping, namespace: a}
+spec:
+  selector: app == 'web'
+  ingress: [{action: Allow, protocol: ICMP, icmp: {type: 8}}]
+"#);
+    let mut f = flow("b/client", "a/web", Protocol::ICMP, None);
+    f.icmp_type = Some(8);
+    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Allow);
+    f.ip_version = Some(6);
+    let e = explain(&inv, &f, &Options::default()).unwrap();
+    assert_eq!(e.flow.icmp_type, None);
+    assert_eq!(e.verdict, Verdict::Deny);
+}
