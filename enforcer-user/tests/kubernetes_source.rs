@@ -106,19 +106,25 @@ struct Updates {
     /// Every `Update::Invalid` error seen so far.
     invalid: Vec<LoadError>,
     snapshots: usize,
+    /// The kubeconfig file, removed on drop.
+    kubeconfig: PathBuf,
 }
 
 impl Drop for Updates {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(dir) = self.kubeconfig.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
 impl Updates {
     async fn start(server: &FakeApiServer, node: &str) -> Updates {
+        let file = kubeconfig(server);
         let opts = KubernetesOptions {
             node_name: Some(node.to_string()),
-            kubeconfig: Some(kubeconfig(server)),
+            kubeconfig: Some(file.clone()),
             ..KubernetesOptions::default()
         };
         let (task, rx) = kubernetes::watch(opts).await.expect("start the source");
@@ -127,6 +133,7 @@ impl Updates {
             task,
             invalid: Vec::new(),
             snapshots: 0,
+            kubeconfig: file,
         }
     }
 

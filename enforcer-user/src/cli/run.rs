@@ -60,7 +60,7 @@ pub struct RunArgs {
     /// Listen address of /metrics, /healthz and /readyz, or `off` [default: 127.0.0.1:9466].
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
-    /// Denied-flow log (JSON lines), or `off` [default: <state-dir>/flows.jsonl].
+    /// Denied-flow log (JSON lines), or `off` [default: STATE_DIR/flows.jsonl].
     #[arg(long, value_name = "FILE")]
     pub flow_log: Option<PathBuf>,
     /// Drop packets on an attached interface that has no endpoint entry (instead of passing).
