@@ -29,8 +29,10 @@
 //!
 //! Known, documented differences the comparison encodes rather than reports:
 //! - ICMPv6 neighbour discovery and MLD (types 130–133, 135, 136 in IPv6) pass before policy
-//!   (`REASON_PASS_ICMPV6_ND`, as Felix's `ICMPv6Filter` does); the evaluator judges them by
-//!   policy, so for them only the BPF answer is checked (pass, that reason, no rule counted).
+//!   (`REASON_PASS_ICMPV6_ND`, as Felix's `ICMPv6Filter` does), in the evaluator
+//!   ([`is_icmpv6_neighbour_discovery`]: allowed, no direction judged) and in the datapath
+//!   alike; the tables are never consulted for them. For them the test checks the evaluator
+//!   allows and the program passes with that reason, counting no rule and emitting no event.
 //! - An IPv6 packet whose "protocol" is an extension header (0, 43, 44, 51, 60) does not
 //!   exist on the wire (the datapath walks those headers to the transport header): such
 //!   probes are skipped and counted.
@@ -62,8 +64,8 @@ use enforcer_user::{
         Compiled, EndpointId, LookupResult, MapEntries, compile, lookup_entries, to_map_entries,
     },
     datapath::{Datapath, EventReader, OpenOptions, reason_name},
-    evaluator::{DirectionTrace, Packet, Verdict, evaluate_packet},
-    model::{Direction, Protocol},
+    evaluator::{DirectionTrace, Packet, Verdict, evaluate_packet, is_icmpv6_neighbour_discovery},
+    model::Direction,
     testgen::{self, Case, Probe, describe, resolve, sweep},
     testsupport::{PinBase, frame, require_privileged},
 };
@@ -319,12 +321,6 @@ struct Tally {
     skipped_ext: usize,
 }
 
-fn is_icmpv6_nd(p: &Packet) -> bool {
-    p.dst.is_ipv6()
-        && p.protocol == Protocol::ICMPV6
-        && matches!(p.icmp_type, Some(130..=133 | 135 | 136))
-}
-
 fn action_code(v: Verdict) -> u8 {
     match v {
         Verdict::Allow => ACTION_ALLOW,
@@ -390,6 +386,31 @@ fn check_probe(
         return Ok(());
     };
     let explanation = evaluate_packet(inv, p, &case.options);
+    if is_icmpv6_neighbour_discovery(p) {
+        tally.nd += 1;
+        let answer = bpf.run(probe.direction, &frame, u32::MAX, u32::MAX);
+        let policed = explanation.ingress.is_some() || explanation.egress.is_some();
+        if explanation.verdict == Verdict::Allow
+            && !policed
+            && answer.ret == PASS
+            && answer.reasons == [(REASON_PASS_ICMPV6_ND, 1)]
+            && answer.events.is_empty()
+        {
+            tally.checked += 1;
+            return Ok(());
+        }
+        return Err(format!(
+            "DISAGREEMENT on ICMPv6 neighbour discovery / MLD (passed before policy) at {} {}\n\
+             packet: {p:?}\n  evaluator: {} (policed: {policed})\n  BPF:       {}\n\
+             frame:\n{}\ninventory:\n{}",
+            probe.endpoint,
+            probe.direction,
+            explanation.verdict,
+            answer.show(),
+            frame::hex(&frame),
+            describe(inv)
+        ));
+    }
     let trace: Option<&DirectionTrace> = match probe.direction {
         Direction::Ingress => explanation.ingress.as_ref(),
         Direction::Egress => explanation.egress.as_ref(),
@@ -426,66 +447,55 @@ fn check_probe(
             }
         }
     }
-    if is_icmpv6_nd(p) {
-        tally.nd += 1;
-        if answer.ret != PASS
-            || answer.reasons != [(REASON_PASS_ICMPV6_ND, 1)]
-            || answer.rule_delta.unwrap_or(0) != 0
-            || !answer.events.is_empty()
-        {
-            problems.push("BPF: ICMPv6 ND/MLD must pass before policy".into());
-        }
-    } else {
-        let (want_ret, want_reason) = match trace.verdict {
-            Verdict::Allow => (PASS, REASON_ALLOW_POLICY),
-            Verdict::Deny => (DROP, REASON_DENY_POLICY),
-        };
-        if answer.ret != want_ret {
+    let (want_ret, want_reason) = match trace.verdict {
+        Verdict::Allow => (PASS, REASON_ALLOW_POLICY),
+        Verdict::Deny => (DROP, REASON_DENY_POLICY),
+    };
+    if answer.ret != want_ret {
+        problems.push(format!(
+            "BPF returned {} but the evaluator says {}",
+            answer.ret, trace.verdict
+        ));
+    }
+    if answer.reasons != [(want_reason, 1)] {
+        problems.push(format!(
+            "BPF counted reasons {:?}, want exactly {}",
+            answer.reasons,
+            reason_name(want_reason)
+        ));
+    }
+    if let Ok(v) = &looked_up {
+        if answer.rule_delta.is_some_and(|d| d != 1) {
             problems.push(format!(
-                "BPF returned {} but the evaluator says {}",
-                answer.ret, trace.verdict
+                "BPF did not count the deciding rule {} ({:?})",
+                v.rule_id,
+                rule(v.rule_id)
             ));
         }
-        if answer.reasons != [(want_reason, 1)] {
+        if answer.staged_delta.is_some_and(|d| d != 1) {
             problems.push(format!(
-                "BPF counted reasons {:?}, want exactly {}",
-                answer.reasons,
-                reason_name(want_reason)
+                "BPF did not count the staged deciding rule {}",
+                v.staged_rule_id
             ));
         }
-        if let Ok(v) = &looked_up {
-            if answer.rule_delta.is_some_and(|d| d != 1) {
-                problems.push(format!(
-                    "BPF did not count the deciding rule {} ({:?})",
-                    v.rule_id,
-                    rule(v.rule_id)
-                ));
-            }
-            if answer.staged_delta.is_some_and(|d| d != 1) {
-                problems.push(format!(
-                    "BPF did not count the staged deciding rule {}",
-                    v.staged_rule_id
-                ));
-            }
-            let want_event = v.action == Verdict::Deny || v.staged_action != v.action;
-            let want = expected_event(p, probe.direction, v);
-            match answer.events.as_slice() {
-                [] if !want_event => {}
-                [e] if want_event => {
-                    let got = FlowEvent {
-                        timestamp_ns: 0,
-                        ..*e
-                    };
-                    if got != want {
-                        problems.push(format!("BPF event differs; want {want:?}"));
-                    }
+        let want_event = v.action == Verdict::Deny || v.staged_action != v.action;
+        let want = expected_event(p, probe.direction, v);
+        match answer.events.as_slice() {
+            [] if !want_event => {}
+            [e] if want_event => {
+                let got = FlowEvent {
+                    timestamp_ns: 0,
+                    ..*e
+                };
+                if got != want {
+                    problems.push(format!("BPF event differs; want {want:?}"));
                 }
-                got => problems.push(format!(
-                    "BPF emitted {} events, want {}",
-                    got.len(),
-                    usize::from(want_event)
-                )),
             }
+            got => problems.push(format!(
+                "BPF emitted {} events, want {}",
+                got.len(),
+                usize::from(want_event)
+            )),
         }
     }
     tally.checked += 1;

@@ -81,7 +81,7 @@ pub use self::{
     events::{AsyncEventReader, EventReader},
     netif::Interface,
     paths::{DEFAULT_PIN_BASE, Hook, PinPaths, StaleLayout},
-    tables::{ConfigView, Limits, MapWrite, ProgramReport, TABLE_FLAGS},
+    tables::{ConfigView, Limits, MapWrite, ProgramReport, SlotContents, SlotState, TABLE_FLAGS},
 };
 use crate::{compile::MapEntries, ebpf_object};
 
@@ -259,6 +259,9 @@ pub struct Datapath {
     _ebpf: Option<Ebpf>,
     /// A fresh load whose relink was deferred ([`OpenOptions::defer_relink`]).
     pending_relink: Option<LoadReason>,
+    /// What [`Datapath::program`] knows both table slots hold (unknown after opening: the
+    /// first write reads them back).
+    slots: SlotState,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -415,6 +418,7 @@ impl Datapath {
             ebpf_logs: None,
             _ebpf: None,
             pending_relink: None,
+            slots: SlotState::default(),
         };
         if let Some(reason) = reason {
             let (relinked, pruned) = if opts.defer_relink {
@@ -854,6 +858,7 @@ impl Datapath {
                 peer_v6: &mut m.peer_v6,
                 ports: &mut m.ports,
                 verdicts: &mut m.verdicts,
+                known: &mut self.slots,
             },
             entries,
             &self.limits,

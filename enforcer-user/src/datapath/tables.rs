@@ -153,7 +153,7 @@ pub trait ConfigCell {
 pub type Lpm8Table = dyn SlotTable<Key = LpmKey<8>, Value = u32>;
 pub type Lpm20Table = dyn SlotTable<Key = LpmKey<20>, Value = u32>;
 
-/// The tables a policy is written to.
+/// The tables a policy is written to, and what the writer knows they hold.
 pub struct Tables<'a> {
     pub config: &'a mut dyn ConfigCell,
     pub endpoints: &'a mut dyn SlotTable<Key = EndpointKey, Value = EndpointValue>,
@@ -161,28 +161,118 @@ pub struct Tables<'a> {
     pub peer_v6: &'a mut Lpm20Table,
     pub ports: &'a mut Lpm8Table,
     pub verdicts: &'a mut dyn SlotTable<Key = VerdictKey, Value = VerdictValue>,
+    /// The writer's memory of both slots, kept between calls.
+    pub known: &'a mut SlotState,
 }
 
-/// What one map saw during [`program`].
+/// What one slot holds, slot-independent (every key re-slotted to 0), as maps so that two
+/// contents compare and diff in O(entries) whatever order they were rendered or read in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotContents {
+    pub endpoints: HashMap<EndpointKey, EndpointValue>,
+    pub peer_v4: HashMap<LpmKey<8>, u32>,
+    pub peer_v6: HashMap<LpmKey<20>, u32>,
+    pub ports: HashMap<LpmKey<8>, u32>,
+    pub verdicts: HashMap<VerdictKey, VerdictValue>,
+}
+
+impl SlotContents {
+    /// Entries over all maps.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+            + self.peer_v4.len()
+            + self.peer_v6.len()
+            + self.ports.len()
+            + self.verdicts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `entries` re-slotted to 0 (duplicate keys: the last one wins, as the map would have
+    /// it); LPM prefixes shorter than the slot field are refused.
+    pub fn from_entries(entries: &MapEntries) -> Result<Self, DatapathError> {
+        Ok(SlotContents {
+            endpoints: entries
+                .endpoints
+                .iter()
+                .map(|(k, v)| (k.with_slot(0), *v))
+                .collect(),
+            peer_v4: lpm_keys(maps::PEER_V4, &entries.peer_v4)?.into_iter().collect(),
+            peer_v6: lpm_keys(maps::PEER_V6, &entries.peer_v6)?.into_iter().collect(),
+            ports: lpm_keys(maps::PORTS, &entries.ports)?.into_iter().collect(),
+            verdicts: entries
+                .verdicts
+                .iter()
+                .map(|(k, v)| (k.with_slot(0), *v))
+                .collect(),
+        })
+    }
+}
+
+/// What [`program`] knows of both slots between calls: both stay resident, so the next write
+/// into the inactive slot only has to change what differs from what it holds.
+///
+/// The memory is trusted only while `CONFIG` still shows the slot and generation this writer
+/// left; any other change (another writer's flip) makes both slots unknown and the next call
+/// reads them back from the maps. A slot is also unknown (`None`) while it is being written,
+/// so a write that fails and cannot be undone is re-read next time.
+#[derive(Debug, Default, Clone)]
+pub struct SlotState {
+    /// `(active_slot, generation)` of `CONFIG` when `contents` was last known to be true.
+    config: Option<(u32, u32)>,
+    contents: [Option<SlotContents>; 2],
+    /// The last flip failed at the generation bump: the next call must flip (and bump) even
+    /// if the tables are unchanged.
+    bump_pending: bool,
+    /// When this writer last flipped: the slot it left is not rewritten before the grace
+    /// period has passed (packets that read the old `active_slot` may still look it up).
+    last_flip: Option<Instant>,
+}
+
+impl SlotState {
+    /// Forgets both slots (the next [`program`] reads them back from the maps).
+    pub fn forget(&mut self) {
+        *self = SlotState::default();
+    }
+
+    /// What `slot` holds, if known.
+    pub fn contents(&self, slot: u32) -> Option<&SlotContents> {
+        self.contents.get(slot as usize).and_then(Option::as_ref)
+    }
+}
+
+/// What one map saw during [`program`] (in the slot written, the previously inactive one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MapWrite {
     pub map: &'static str,
-    /// Entries written to the new slot.
+    /// Entries inserted or updated (keys whose value already matched are not written).
     pub written: usize,
-    /// Leftovers of an interrupted earlier write, deleted from the new slot first.
-    pub cleared_leftovers: usize,
-    /// Entries of the old slot deleted after the flip.
-    pub removed_old: usize,
-    /// Entries of the old slot that could not be deleted (cleared by the next write).
-    pub old_left: usize,
+    /// Entries deleted: keys the slot held that the new tables lack (including leftovers of
+    /// an interrupted earlier write, when the slot was read back).
+    pub deleted: usize,
+    /// Entries of the new tables (the slot's size after the write).
+    pub entries: usize,
 }
 
 /// The outcome of a successful [`program`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProgramReport {
     pub previous: ConfigView,
+    /// `CONFIG` after the write (equal to `previous` when `unchanged`).
     pub config: ConfigView,
     pub maps: Vec<MapWrite>,
+    /// Entries inserted or updated, over all maps.
+    pub written: usize,
+    /// Entries deleted, over all maps.
+    pub deleted: usize,
+    /// The new tables equal the active slot's (and its table flags): nothing was written, no
+    /// flip, no generation bump.
+    pub unchanged: bool,
+    /// The slots' contents were unknown (first write of this process, or another writer
+    /// flipped) and were read back from the maps first.
+    pub read_back: bool,
     /// Per-slot catch-all entries the tables lack (see [`missing_catch_alls`]).
     pub missing_catch_alls: Vec<&'static str>,
     #[serde(skip)]
@@ -270,52 +360,70 @@ pub(crate) fn read_config(config: &dyn ConfigCell) -> Result<Config, DatapathErr
 /// One map's part of a write, type-erased so the steps can loop over all maps.
 trait Step {
     fn name(&self) -> &'static str;
-    fn needed(&self) -> usize;
-    fn in_active(&self) -> usize;
+    fn new_len(&self) -> usize;
+    fn active_len(&self) -> usize;
     fn max(&self) -> usize;
-    fn clear_leftovers(&mut self) -> Result<usize, DatapathError>;
-    fn write(&mut self) -> Result<usize, MapError>;
-    /// Deletes what `write` wrote; returns whether everything went.
-    fn unwrite(&mut self) -> bool;
-    /// Deletes the old slot; returns (removed, left).
-    fn remove_old(&mut self) -> (usize, usize);
+    /// Deletes the keys the new tables lack (first, so the map never holds more than
+    /// `active + new` entries).
+    fn delete(&mut self) -> Result<(), MapError>;
+    /// Inserts and updates.
+    fn upsert(&mut self) -> Result<(), MapError>;
+    /// Undoes what `delete` and `upsert` did, newest first; returns whether all of it went.
+    fn undo(&mut self) -> bool;
+    fn report(&self) -> MapWrite;
 }
 
 struct Plan<'t, T: SlotTable + ?Sized> {
     table: &'t mut T,
     limit: usize,
-    new: Vec<(T::Key, T::Value)>,
-    active: Vec<T::Key>,
-    leftovers: Vec<T::Key>,
+    target: u32,
+    new_len: usize,
+    active_len: usize,
+    /// (slot-0 key, old value) to delete.
+    deletes: Vec<(T::Key, T::Value)>,
+    /// (slot-0 key, new value, old value if the key was there).
+    upserts: Vec<(T::Key, T::Value, Option<T::Value>)>,
+    deleted: usize,
     written: usize,
 }
 
-impl<'t, T: SlotTable + ?Sized> Plan<'t, T> {
+impl<'t, T> Plan<'t, T>
+where
+    T: SlotTable + ?Sized,
+    T::Value: PartialEq,
+{
     fn new(
         table: &'t mut T,
         limit: u32,
-        entries: impl IntoIterator<Item = (T::Key, T::Value)>,
-        active_slot: u32,
-    ) -> Result<Self, DatapathError> {
-        let target = 1 - active_slot;
-        // Distinct keys, last one wins (as the map would have it).
-        let new: HashMap<T::Key, T::Value> = entries
-            .into_iter()
-            .map(|(k, v)| (k.with_slot(target), v))
+        new: &HashMap<T::Key, T::Value>,
+        inactive: &HashMap<T::Key, T::Value>,
+        active: &HashMap<T::Key, T::Value>,
+        target: u32,
+    ) -> Self {
+        let deletes = inactive
+            .iter()
+            .filter(|(k, _)| !new.contains_key(k))
+            .map(|(k, v)| (*k, *v))
             .collect();
-        let keys = table
-            .keys()
-            .map_err(map_err(table.name(), "listing keys"))?;
-        let (active, leftovers) = keys.into_iter().partition(|k| k.slot() == active_slot);
+        let upserts = new
+            .iter()
+            .filter_map(|(k, v)| match inactive.get(k) {
+                Some(old) if old == v => None,
+                old => Some((*k, *v, old.copied())),
+            })
+            .collect();
         let limit = (limit as usize).min(table.max_entries());
-        Ok(Plan {
+        Plan {
             table,
             limit,
-            new: new.into_iter().collect(),
-            active,
-            leftovers,
+            target,
+            new_len: new.len(),
+            active_len: active.len(),
+            deletes,
+            upserts,
+            deleted: 0,
             written: 0,
-        })
+        }
     }
 }
 
@@ -323,57 +431,106 @@ impl<T: SlotTable + ?Sized> Step for Plan<'_, T> {
     fn name(&self) -> &'static str {
         self.table.name()
     }
-    fn needed(&self) -> usize {
-        self.new.len()
+    fn new_len(&self) -> usize {
+        self.new_len
     }
-    fn in_active(&self) -> usize {
-        self.active.len()
+    fn active_len(&self) -> usize {
+        self.active_len
     }
     fn max(&self) -> usize {
         self.limit
     }
-    fn clear_leftovers(&mut self) -> Result<usize, DatapathError> {
-        let name = self.table.name();
-        for k in &self.leftovers {
-            self.table
-                .remove(k)
-                .map_err(map_err(name, "deleting leftovers of the inactive slot"))?;
+    fn delete(&mut self) -> Result<(), MapError> {
+        for (k, _) in &self.deletes {
+            self.table.remove(&k.with_slot(self.target))?;
+            self.deleted += 1;
         }
-        Ok(self.leftovers.len())
+        Ok(())
     }
-    fn write(&mut self) -> Result<usize, MapError> {
-        for (k, v) in &self.new {
-            self.table.insert(k, v)?;
+    fn upsert(&mut self) -> Result<(), MapError> {
+        for (k, v, _) in &self.upserts {
+            self.table.insert(&k.with_slot(self.target), v)?;
             self.written += 1;
         }
-        Ok(self.written)
+        Ok(())
     }
-    fn unwrite(&mut self) -> bool {
+    fn undo(&mut self) -> bool {
         let mut ok = true;
-        for (k, _) in self.new.iter().take(self.written) {
-            if let Err(e) = self.table.remove(k) {
-                tracing::warn!(map = self.table.name(), error = %e, "rollback: cannot delete a new entry");
+        let name = self.table.name();
+        let mut check = |r: Result<(), MapError>| {
+            if let Err(e) = r {
+                tracing::warn!(map = name, error = %e, "rollback: cannot restore an entry of the inactive slot");
                 ok = false;
             }
+        };
+        for (k, _, old) in self.upserts.iter().take(self.written).rev() {
+            let k = k.with_slot(self.target);
+            check(match old {
+                Some(v) => self.table.insert(&k, v),
+                None => self.table.remove(&k),
+            });
+        }
+        for (k, v) in self.deletes.iter().take(self.deleted).rev() {
+            check(self.table.insert(&k.with_slot(self.target), v));
         }
         self.written = 0;
+        self.deleted = 0;
         ok
     }
-    fn remove_old(&mut self) -> (usize, usize) {
-        let (mut removed, mut left) = (0, 0);
-        for k in &self.active {
-            match self.table.remove(k) {
-                Ok(()) => removed += 1,
-                Err(e) => {
-                    if left == 0 {
-                        tracing::warn!(map = self.table.name(), error = %e, "cannot delete an old-slot entry; the next write clears it");
-                    }
-                    left += 1;
-                }
-            }
+    fn report(&self) -> MapWrite {
+        MapWrite {
+            map: self.table.name(),
+            written: self.written,
+            deleted: self.deleted,
+            entries: self.new_len,
         }
-        (removed, left)
     }
+}
+
+/// Splits a map's entries into the two slots, re-slotted to 0. Keys of any other slot value
+/// (no writer puts them there) are ignored.
+fn split_slots<K: SlotKey, V: Copy>(entries: Vec<(K, V)>) -> [HashMap<K, V>; 2] {
+    let mut out = [HashMap::new(), HashMap::new()];
+    for (k, v) in entries {
+        if let Some(slot) = out.get_mut(k.slot() as usize) {
+            slot.insert(k.with_slot(0), v);
+        }
+    }
+    out
+}
+
+/// Reads both slots back from the maps (one pass over each map).
+fn read_back_slots(t: &Tables<'_>) -> Result<[SlotContents; 2], DatapathError> {
+    fn all<T: SlotTable + ?Sized>(
+        table: &T,
+    ) -> Result<[HashMap<T::Key, T::Value>; 2], DatapathError> {
+        Ok(split_slots(
+            table
+                .entries()
+                .map_err(map_err(table.name(), "reading entries back"))?,
+        ))
+    }
+    let [e0, e1] = all(&*t.endpoints)?;
+    let [v40, v41] = all(&*t.peer_v4)?;
+    let [v60, v61] = all(&*t.peer_v6)?;
+    let [p0, p1] = all(&*t.ports)?;
+    let [d0, d1] = all(&*t.verdicts)?;
+    Ok([
+        SlotContents {
+            endpoints: e0,
+            peer_v4: v40,
+            peer_v6: v60,
+            ports: p0,
+            verdicts: d0,
+        },
+        SlotContents {
+            endpoints: e1,
+            peer_v4: v41,
+            peer_v6: v61,
+            ports: p1,
+            verdicts: d1,
+        },
+    ])
 }
 
 fn lpm_keys<const N: usize>(
@@ -406,8 +563,9 @@ fn lpm_keys<const N: usize>(
         .collect()
 }
 
-/// Writes `entries` (whatever slot they were rendered for) into the inactive slot and flips
-/// to it; see the module docs for the steps and the failure guarantees.
+/// Writes `entries` (whatever slot they were rendered for) into the inactive slot, changing
+/// only what differs from what that slot holds, and flips to it; see the module docs for the
+/// steps and the failure guarantees.
 pub fn program(
     t: Tables<'_>,
     entries: &MapEntries,
@@ -427,63 +585,171 @@ pub fn program(
              (DENY_NO_VERDICT)"
         );
     }
-    let peer_v4 = lpm_keys(maps::PEER_V4, &entries.peer_v4)?;
-    let peer_v6 = lpm_keys(maps::PEER_V6, &entries.peer_v6)?;
-    let ports = lpm_keys(maps::PORTS, &entries.ports)?;
+    let new = SlotContents::from_entries(entries)?;
+    let table_flags = entries.config_flags & TABLE_FLAGS;
+
+    // What both slots hold: the writer's memory if CONFIG is as it left it, else the maps.
+    if t.known.config != Some((s, previous.generation)) {
+        let bump_pending = t.known.bump_pending && t.known.config.is_some_and(|(a, _)| a == s);
+        t.known.forget();
+        t.known.bump_pending = bump_pending;
+    }
+    let read_back = t.known.contents.iter().any(Option::is_none);
+    if read_back {
+        let [c0, c1] = read_back_slots(&t)?;
+        t.known.contents = [Some(c0), Some(c1)];
+        t.known.config = Some((s, previous.generation));
+    }
+    let (active, inactive) = match (
+        t.known.contents(s).cloned(),
+        t.known.contents(target).cloned(),
+    ) {
+        (Some(a), Some(i)) => (a, i),
+        _ => unreachable!("both slots are known here"),
+    };
+
+    let report = |config: Config, maps: Vec<MapWrite>, unchanged: bool| ProgramReport {
+        previous: previous.into(),
+        config: config.into(),
+        written: maps.iter().map(|m| m.written).sum(),
+        deleted: maps.iter().map(|m| m.deleted).sum(),
+        maps,
+        unchanged,
+        read_back,
+        missing_catch_alls: missing.clone(),
+        elapsed: start.elapsed(),
+    };
+
+    if new == active && previous.flags & TABLE_FLAGS == table_flags && !t.known.bump_pending {
+        let maps = [
+            (maps::ENDPOINTS, new.endpoints.len()),
+            (maps::PEER_V4, new.peer_v4.len()),
+            (maps::PEER_V6, new.peer_v6.len()),
+            (maps::PORTS, new.ports.len()),
+            (maps::VERDICTS, new.verdicts.len()),
+        ]
+        .into_iter()
+        .map(|(map, entries)| MapWrite {
+            map,
+            written: 0,
+            deleted: 0,
+            entries,
+        })
+        .collect();
+        return Ok(report(previous, maps, true));
+    }
+
+    let Tables {
+        config: config_cell,
+        endpoints,
+        peer_v4,
+        peer_v6,
+        ports,
+        verdicts,
+        known,
+    } = t;
     let mut steps: Vec<Box<dyn Step + '_>> = vec![
         Box::new(Plan::new(
-            t.endpoints,
+            endpoints,
             limits.endpoints,
-            entries.endpoints.iter().map(|(k, v)| (*k, *v)),
-            s,
-        )?),
-        Box::new(Plan::new(t.peer_v4, limits.peer_v4, peer_v4, s)?),
-        Box::new(Plan::new(t.peer_v6, limits.peer_v6, peer_v6, s)?),
-        Box::new(Plan::new(t.ports, limits.ports, ports, s)?),
+            &new.endpoints,
+            &inactive.endpoints,
+            &active.endpoints,
+            target,
+        )),
         Box::new(Plan::new(
-            t.verdicts,
+            peer_v4,
+            limits.peer_v4,
+            &new.peer_v4,
+            &inactive.peer_v4,
+            &active.peer_v4,
+            target,
+        )),
+        Box::new(Plan::new(
+            peer_v6,
+            limits.peer_v6,
+            &new.peer_v6,
+            &inactive.peer_v6,
+            &active.peer_v6,
+            target,
+        )),
+        Box::new(Plan::new(
+            ports,
+            limits.ports,
+            &new.ports,
+            &inactive.ports,
+            &active.ports,
+            target,
+        )),
+        Box::new(Plan::new(
+            verdicts,
             limits.verdicts,
-            entries.verdicts.iter().map(|(k, v)| (*k, *v)),
-            s,
-        )?),
+            &new.verdicts,
+            &inactive.verdicts,
+            &active.verdicts,
+            target,
+        )),
     ];
 
+    // Both slots are resident: the new tables plus the active ones must fit. Deletes go
+    // first, so the map never holds more than that.
     for step in &steps {
-        if step.needed() + step.in_active() > step.max() {
+        if step.new_len() + step.active_len() > step.max() {
             return Err(DatapathError::Capacity {
                 map: step.name(),
-                needed: step.needed(),
-                in_active: step.in_active(),
+                needed: step.new_len(),
+                in_active: step.active_len(),
                 max: step.max(),
             });
         }
     }
 
-    let mut cleared = Vec::with_capacity(steps.len());
-    for step in &mut steps {
-        cleared.push(step.clear_leftovers()?);
-    }
-
-    let mut written = Vec::with_capacity(steps.len());
-    for i in 0..steps.len() {
-        match steps[i].write() {
-            Ok(n) => written.push(n),
-            Err(error) => {
-                let map = steps[i].name();
-                let mut cleanup_failed = false;
-                for step in steps.iter_mut().take(i + 1) {
-                    cleanup_failed |= !step.unwrite();
-                }
-                return Err(DatapathError::Write {
-                    map,
-                    cleanup_failed,
-                    error,
-                });
-            }
+    // Packets that read the old active_slot before this writer's last flip may still be
+    // looking the target slot up.
+    if let Some(flipped) = known.last_flip {
+        let since = flipped.elapsed();
+        if since < grace {
+            thread::sleep(grace - since);
         }
     }
 
-    let table_flags = entries.config_flags & TABLE_FLAGS;
+    // The target slot is unknown while it changes (a failure that cannot be undone leaves it
+    // so, and the next call reads it back).
+    let target_index = target as usize;
+    let undo_all = |steps: &mut Vec<Box<dyn Step + '_>>, known: &mut SlotState| -> bool {
+        let mut ok = true;
+        for step in steps.iter_mut().rev() {
+            ok &= step.undo();
+        }
+        if ok {
+            known.contents[target_index] = Some(inactive.clone());
+        }
+        ok
+    };
+    known.contents[target_index] = None;
+    let mut failed = None;
+    'apply: for phase in 0..2 {
+        for step in steps.iter_mut() {
+            let r = if phase == 0 {
+                step.delete()
+            } else {
+                step.upsert()
+            };
+            if let Err(error) = r {
+                failed = Some((step.name(), error));
+                break 'apply;
+            }
+        }
+    }
+    if let Some((map, error)) = failed {
+        let cleanup_failed = !undo_all(&mut steps, known);
+        return Err(DatapathError::Write {
+            map,
+            cleanup_failed,
+            error,
+        });
+    }
+
     let early_flags = previous.flags | table_flags;
     let config = Config {
         active_slot: target,
@@ -504,11 +770,13 @@ pub fn program(
         ..previous
     });
     for c in &pre_flip {
-        if let Err(error) = t.config.set(c) {
+        if let Err(error) = config_cell.set(c) {
             // The failed update did not happen; undo an earlier one, if any.
-            let mut cleanup_failed = t.config.set(&previous).is_err();
-            for step in &mut steps {
-                cleanup_failed |= !step.unwrite();
+            let mut cleanup_failed = config_cell.set(&previous).is_err();
+            cleanup_failed |= !undo_all(&mut steps, known);
+            if cleanup_failed {
+                // CONFIG may not be what this writer believes: re-read everything next time.
+                known.config = None;
             }
             return Err(DatapathError::Write {
                 map: maps::CONFIG,
@@ -517,35 +785,23 @@ pub fn program(
             });
         }
     }
-    if let Err(error) = t.config.set(&config) {
+    known.last_flip = Some(Instant::now());
+    let maps: Vec<MapWrite> = steps.iter().map(|s| s.report()).collect();
+    drop(steps);
+    known.contents[target_index] = Some(new);
+    if let Err(error) = config_cell.set(&config) {
+        // Flipped, not bumped: the next call must bump even for unchanged tables.
+        known.config = Some((target, previous.generation));
+        known.bump_pending = true;
         return Err(DatapathError::GenerationBump {
             slot: target,
             generation: previous.generation,
             error,
         });
     }
-
-    if !grace.is_zero() {
-        thread::sleep(grace);
-    }
-    let mut report = Vec::with_capacity(steps.len());
-    for (i, step) in steps.iter_mut().enumerate() {
-        let (removed_old, old_left) = step.remove_old();
-        report.push(MapWrite {
-            map: step.name(),
-            written: written.get(i).copied().unwrap_or_default(),
-            cleared_leftovers: cleared.get(i).copied().unwrap_or_default(),
-            removed_old,
-            old_left,
-        });
-    }
-    Ok(ProgramReport {
-        previous: previous.into(),
-        config: config.into(),
-        maps: report,
-        missing_catch_alls: missing,
-        elapsed: start.elapsed(),
-    })
+    known.config = Some((target, config.generation));
+    known.bump_pending = false;
+    Ok(report(config, maps, false))
 }
 
 /// Sets operator flags without touching the tables: one `CONFIG` update keeping the slot and
