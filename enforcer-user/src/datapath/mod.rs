@@ -23,11 +23,13 @@
 //! detaches nothing. Only [`Datapath::detach`] (or removing the pins) detaches.
 //!
 //! ## Programming
-//! [`Datapath::program`] writes a [`MapEntries`] into the inactive slot and flips
+//! [`Datapath::program`] brings the inactive slot to a [`MapEntries`], writing only the
+//! entries that differ from what that slot holds (both slots stay resident; the handle
+//! remembers their contents and reads them back once after opening), and flips
 //! `CONFIG.active_slot` in one update (then bumps the generation in a second one, as
-//! `docs/datapath-kernel.md` requires against torn 8-byte reads); see [`tables`] for the steps
-//! and guarantees (capacity checked first; on any error before the flip the old policy stays
-//! in force).
+//! `docs/datapath-kernel.md` requires against torn 8-byte reads); unchanged tables are
+//! skipped. See [`tables`] for the steps and guarantees (capacity checked first; on any error
+//! before the flip the old policy stays in force).
 //!
 //! ## Concurrency
 //! One process should write (the agent). Mutating calls take an exclusive `flock` on the layout
@@ -85,8 +87,9 @@ pub use self::{
 };
 use crate::{compile::MapEntries, ebpf_object};
 
-/// How long [`Datapath::program`] waits after the flip before deleting the old slot, so packets
-/// that read the old `active_slot` finish their lookups (a lookup takes microseconds).
+/// How long after a flip [`Datapath::program`] leaves the old slot alone before writing into
+/// it again, so packets that read the old `active_slot` finish their lookups (a lookup takes
+/// microseconds). The next write waits only for what is left of it.
 pub const DEFAULT_FLIP_GRACE: Duration = Duration::from_millis(5);
 
 /// Options of [`Datapath::open`].
@@ -844,9 +847,10 @@ impl Datapath {
         Ok(pruned)
     }
 
-    /// Writes `entries` (rendered for any slot: keys are re-slotted) into the inactive slot
-    /// and flips to it (one `CONFIG` update switches the slot, the next bumps the generation);
-    /// see [`tables`].
+    /// Writes `entries` (rendered for any slot: keys are re-slotted) into the inactive slot,
+    /// changing only what differs from what it holds, and flips to it (one `CONFIG` update
+    /// switches the slot, the next bumps the generation); tables equal to the active ones are
+    /// skipped ([`ProgramReport::unchanged`]). See [`tables`].
     pub fn program(&mut self, entries: &MapEntries) -> Result<ProgramReport, DatapathError> {
         let _lock = DirLock::exclusive(self.paths.layout_dir())?;
         let m = &mut self.maps;

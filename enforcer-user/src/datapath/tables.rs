@@ -1,14 +1,28 @@
 //! The slot/generation protocol of `enforcer-common`, over an abstract set of tables so it can
 //! be tested without BPF (the real maps implement the same traits in `bpf_maps.rs`).
 //!
-//! Programming a new policy ([`program`]):
+//! Programming a new policy ([`program`]). Both slots stay resident: after a flip the old
+//! slot is kept, and the next write turns it into the new tables by changing only the entries
+//! that differ. The writer remembers what each slot holds ([`SlotState`], slot-independent),
+//! so a write costs syscalls for the changed entries only (plus O(entries) userspace work to
+//! compare them):
 //! 1. read `CONFIG` (active slot `s`, generation `g`); the target is the inactive slot `1 - s`;
-//! 2. list every table's keys once and check capacity: the new entries plus the entries the
-//!    active slot still holds must fit each map (nothing is written otherwise);
-//! 3. delete leftovers of slot `1 - s` (an interrupted earlier write);
-//! 4. write every entry, re-slotted to `1 - s`; on any error delete what was written and
-//!    return it: `CONFIG` was not touched, so the old policy stays in force;
-//! 5. flip, in the order `docs/datapath-kernel.md` ("The flip and torn reads") requires,
+//! 2. if the memory of the slots is missing or stale (a new handle, or `CONFIG` is not the
+//!    slot and generation this writer left: another writer flipped), read both slots back
+//!    from the maps (one pass over each map);
+//! 3. if the new tables equal the active slot's, with the same table flags, return
+//!    `unchanged`: nothing written, no flip, no generation bump (unless the last generation
+//!    bump failed: then flip and bump anyway);
+//! 4. check capacity: the new entries plus the active slot's must fit each map;
+//! 5. wait until the grace period since this writer's last flip has passed (packets that read
+//!    the old `active_slot` finish their lookups in what is now the target slot; the whole
+//!    grace period if the last flip is unknown);
+//! 6. in the target slot, delete the keys the new tables lack (first, so a map never holds
+//!    more than new + active), then insert or update the entries whose value differs. On any
+//!    error undo what was done (re-insert, restore old values, delete inserts) and return it:
+//!    `CONFIG` was not touched, so the old policy stays in force; if the undo fails too, the
+//!    target slot is marked unknown and the next write reads it back;
+//! 7. flip, in the order `docs/datapath-kernel.md` ("The flip and torn reads") requires,
 //!    since the kernel copies `CONFIG` with a plain `memcpy` while programs read
 //!    `active_slot` and `generation` with one 8-byte load and `flags` with another:
 //!    - (a) only if the new tables need a table flag the old ones lack (`CONFIG_SRC_PORTS`):
@@ -17,24 +31,28 @@
 //!    - (b) `{1 - s, g, same flags}`: the flip proper; one byte changes, so no packet sees a
 //!      torn slot: new flows use the new tables from here on;
 //!    - (c) `{1 - s, g + 1, new flags}`: the generation bump (established flows are re-checked
-//!      against the new tables); table flags the new tables no longer need are cleared late;
-//! 6. wait a short grace period (packets that read the old slot finish their lookups), then
-//!    delete slot `s`'s entries. Failures here are reported, not fatal: the new policy is in
-//!    force and the leftovers are cleared by step 3 of the next write.
+//!      against the new tables); table flags the new tables no longer need are cleared late.
 //!
-//! If (a) or (b) fails, the previous `CONFIG` is restored and the new slot deleted: the old
-//! policy stays in force. If (c) fails, the new tables are active for new flows but existing
-//! flows keep their old verdicts until the next successful write; the error says so.
+//! The old slot is not deleted: it is the base of the next write.
 //!
-//! Every write rewrites the whole table set into the inactive slot, even for maps whose entries
-//! did not change, because the slots alternate: "only what changed" holds at the level of the
-//! policy change as a whole (a no-op change is skipped by the caller), not per entry. Keeping
-//! the old slot resident and writing only `compile::diff` against it is a possible follow-up.
+//! If (a) or (b) fails, the previous `CONFIG` is restored and the target slot's changes are
+//! undone: the old policy stays in force. If (c) fails, the new tables are active for new
+//! flows but existing flows keep their old verdicts until the next successful write (which
+//! flips and bumps even for unchanged tables); the error says so.
 //!
-//! Cost: one syscall per key listed, written and deleted (aya 0.14 has no batch map
-//! operations). Measured on the 2-core lab machine (release build): 12.5k entries 0.06–0.11 s,
-//! 125k 0.6–1.3 s, 250k 1.3–1.8 s per write (the higher figure includes deleting the previous
-//! slot).
+//! The inactive slot lags two writes behind: after writes A, B, C, writing D into the slot
+//! that holds B changes what differs between B and D (the changes of C and D). The first write
+//! into a slot that held nothing (after a fresh load) writes everything.
+//!
+//! The memory is trusted while `CONFIG` shows the slot and generation this writer left. A
+//! second writer that changes the inactive slot without flipping (one that crashed half-way
+//! through a write while this one runs) is not detected; `Datapath` serialises writers with a
+//! `flock` and one process (the agent) should write. A failing writer undoes its changes.
+//!
+//! Cost: one syscall per entry written or deleted (aya 0.14 has no batch map operations),
+//! plus, once per handle, one pass reading both slots back; and O(entries) userspace work to
+//! compare the new tables with the slots. Full writes measured on the 2-core lab machine
+//! (release build): 12.5k entries 0.06–0.11 s, 125k 0.6–1.3 s, 250k 1.3–1.8 s.
 
 use std::{
     collections::HashMap,
@@ -194,20 +212,40 @@ impl SlotContents {
     /// it); LPM prefixes shorter than the slot field are refused.
     pub fn from_entries(entries: &MapEntries) -> Result<Self, DatapathError> {
         Ok(SlotContents {
-            endpoints: entries
-                .endpoints
-                .iter()
-                .map(|(k, v)| (k.with_slot(0), *v))
+            endpoints: slot0(&entries.endpoints),
+            peer_v4: lpm_keys(maps::PEER_V4, &entries.peer_v4)?
+                .into_iter()
+                .map(|(k, v)| (k.with_slot(0), v))
                 .collect(),
-            peer_v4: lpm_keys(maps::PEER_V4, &entries.peer_v4)?.into_iter().collect(),
-            peer_v6: lpm_keys(maps::PEER_V6, &entries.peer_v6)?.into_iter().collect(),
-            ports: lpm_keys(maps::PORTS, &entries.ports)?.into_iter().collect(),
-            verdicts: entries
-                .verdicts
-                .iter()
-                .map(|(k, v)| (k.with_slot(0), *v))
+            peer_v6: lpm_keys(maps::PEER_V6, &entries.peer_v6)?
+                .into_iter()
+                .map(|(k, v)| (k.with_slot(0), v))
                 .collect(),
+            ports: lpm_keys(maps::PORTS, &entries.ports)?
+                .into_iter()
+                .map(|(k, v)| (k.with_slot(0), v))
+                .collect(),
+            verdicts: slot0(&entries.verdicts),
         })
+    }
+}
+
+/// Keys (slot 0) in which the two slots differ, per map.
+#[derive(Debug, Default, Clone)]
+struct SlotDelta {
+    endpoints: Vec<EndpointKey>,
+    peer_v4: Vec<LpmKey<8>>,
+    peer_v6: Vec<LpmKey<20>>,
+    ports: Vec<LpmKey<8>>,
+    verdicts: Vec<VerdictKey>,
+}
+
+/// `map` re-slotted to 0 (a copy without rehashing when it already is).
+fn slot0<K: SlotKey, V: Copy>(map: &HashMap<K, V>) -> HashMap<K, V> {
+    if map.keys().all(|k| k.slot() == 0) {
+        map.clone()
+    } else {
+        map.iter().map(|(k, v)| (k.with_slot(0), *v)).collect()
     }
 }
 
@@ -223,6 +261,10 @@ pub struct SlotState {
     /// `(active_slot, generation)` of `CONFIG` when `contents` was last known to be true.
     config: Option<(u32, u32)>,
     contents: [Option<SlotContents>; 2],
+    /// The keys in which the two slots differ (what the last write changed relative to the
+    /// slot it left), when both are known: the next write only has to look at these and at
+    /// its own changes. `None` after a read-back: the next write compares in full.
+    delta: Option<SlotDelta>,
     /// The last flip failed at the generation bump: the next call must flip (and bump) even
     /// if the tables are unchanged.
     bump_pending: bool,
@@ -363,6 +405,8 @@ trait Step {
     fn new_len(&self) -> usize;
     fn active_len(&self) -> usize;
     fn max(&self) -> usize;
+    /// The new tables equal the active slot's in this map.
+    fn unchanged(&self) -> bool;
     /// Deletes the keys the new tables lack (first, so the map never holds more than
     /// `active + new` entries).
     fn delete(&mut self) -> Result<(), MapError>;
@@ -373,16 +417,28 @@ trait Step {
     fn report(&self) -> MapWrite;
 }
 
+/// (slot-0 key, new value, old value if the key was there).
+type Upsert<T> = (
+    <T as SlotTable>::Key,
+    <T as SlotTable>::Value,
+    Option<<T as SlotTable>::Value>,
+);
+
+/// One map's entries per slot (keys re-slotted to 0).
+type BySlot<T> = [HashMap<<T as SlotTable>::Key, <T as SlotTable>::Value>; 2];
+
 struct Plan<'t, T: SlotTable + ?Sized> {
     table: &'t mut T,
     limit: usize,
     target: u32,
     new_len: usize,
     active_len: usize,
+    /// Keys (slot 0) in which the new tables differ from the active slot's.
+    changed: Vec<T::Key>,
     /// (slot-0 key, old value) to delete.
     deletes: Vec<(T::Key, T::Value)>,
     /// (slot-0 key, new value, old value if the key was there).
-    upserts: Vec<(T::Key, T::Value, Option<T::Value>)>,
+    upserts: Vec<Upsert<T>>,
     deleted: usize,
     written: usize,
 }
@@ -392,26 +448,54 @@ where
     T: SlotTable + ?Sized,
     T::Value: PartialEq,
 {
+    /// `lag`: the keys in which `inactive` differs from `active`, if known; then only those
+    /// and the keys this write changes are compared with `inactive` (elsewhere it equals
+    /// `active`, which equals `new`). Otherwise `inactive` is compared in full.
     fn new(
         table: &'t mut T,
         limit: u32,
         new: &HashMap<T::Key, T::Value>,
         inactive: &HashMap<T::Key, T::Value>,
         active: &HashMap<T::Key, T::Value>,
+        lag: Option<&[T::Key]>,
         target: u32,
     ) -> Self {
-        let deletes = inactive
-            .iter()
-            .filter(|(k, _)| !new.contains_key(k))
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        let upserts = new
-            .iter()
-            .filter_map(|(k, v)| match inactive.get(k) {
-                Some(old) if old == v => None,
-                old => Some((*k, *v, old.copied())),
-            })
-            .collect();
+        let mut changed = Vec::new();
+        let mut common = 0;
+        for (k, v) in new {
+            match active.get(k) {
+                Some(old) if old == v => common += 1,
+                Some(_) => {
+                    common += 1;
+                    changed.push(*k);
+                }
+                None => changed.push(*k),
+            }
+        }
+        if common < active.len() {
+            changed.extend(active.keys().filter(|k| !new.contains_key(k)).copied());
+        }
+        let mut deletes = Vec::new();
+        let mut upserts = Vec::new();
+        let mut consider = |k: &T::Key| match (inactive.get(k), new.get(k)) {
+            (Some(old), None) => deletes.push((*k, *old)),
+            (old, Some(v)) if old != Some(v) => upserts.push((*k, *v, old.copied())),
+            _ => {}
+        };
+        match lag {
+            Some(lag) => {
+                let keys: std::collections::HashSet<&T::Key> =
+                    lag.iter().chain(changed.iter()).collect();
+                keys.into_iter().for_each(&mut consider);
+            }
+            None => {
+                inactive
+                    .keys()
+                    .filter(|k| !new.contains_key(k))
+                    .for_each(&mut consider);
+                new.keys().for_each(&mut consider);
+            }
+        }
         let limit = (limit as usize).min(table.max_entries());
         Plan {
             table,
@@ -419,6 +503,7 @@ where
             target,
             new_len: new.len(),
             active_len: active.len(),
+            changed,
             deletes,
             upserts,
             deleted: 0,
@@ -439,6 +524,9 @@ impl<T: SlotTable + ?Sized> Step for Plan<'_, T> {
     }
     fn max(&self) -> usize {
         self.limit
+    }
+    fn unchanged(&self) -> bool {
+        self.changed.is_empty()
     }
     fn delete(&mut self) -> Result<(), MapError> {
         for (k, _) in &self.deletes {
@@ -501,9 +589,7 @@ fn split_slots<K: SlotKey, V: Copy>(entries: Vec<(K, V)>) -> [HashMap<K, V>; 2] 
 
 /// Reads both slots back from the maps (one pass over each map).
 fn read_back_slots(t: &Tables<'_>) -> Result<[SlotContents; 2], DatapathError> {
-    fn all<T: SlotTable + ?Sized>(
-        table: &T,
-    ) -> Result<[HashMap<T::Key, T::Value>; 2], DatapathError> {
+    fn all<T: SlotTable + ?Sized>(table: &T) -> Result<BySlot<T>, DatapathError> {
         Ok(split_slots(
             table
                 .entries()
@@ -599,13 +685,15 @@ pub fn program(
         let [c0, c1] = read_back_slots(&t)?;
         t.known.contents = [Some(c0), Some(c1)];
         t.known.config = Some((s, previous.generation));
+        t.known.delta = None;
     }
-    let (active, inactive) = match (
-        t.known.contents(s).cloned(),
-        t.known.contents(target).cloned(),
-    ) {
-        (Some(a), Some(i)) => (a, i),
-        _ => unreachable!("both slots are known here"),
+    // Taken out of the memory (no copy); every return path below puts back what holds.
+    let (s_index, target_index) = (s as usize, target as usize);
+    let (Some(active), Some(inactive)) = (
+        t.known.contents[s_index].take(),
+        t.known.contents[target_index].take(),
+    ) else {
+        unreachable!("both slots are known here")
     };
 
     let report = |config: Config, maps: Vec<MapWrite>, unchanged: bool| ProgramReport {
@@ -620,25 +708,6 @@ pub fn program(
         elapsed: start.elapsed(),
     };
 
-    if new == active && previous.flags & TABLE_FLAGS == table_flags && !t.known.bump_pending {
-        let maps = [
-            (maps::ENDPOINTS, new.endpoints.len()),
-            (maps::PEER_V4, new.peer_v4.len()),
-            (maps::PEER_V6, new.peer_v6.len()),
-            (maps::PORTS, new.ports.len()),
-            (maps::VERDICTS, new.verdicts.len()),
-        ]
-        .into_iter()
-        .map(|(map, entries)| MapWrite {
-            map,
-            written: 0,
-            deleted: 0,
-            entries,
-        })
-        .collect();
-        return Ok(report(previous, maps, true));
-    }
-
     let Tables {
         config: config_cell,
         endpoints,
@@ -648,85 +717,108 @@ pub fn program(
         verdicts,
         known,
     } = t;
-    let mut steps: Vec<Box<dyn Step + '_>> = vec![
-        Box::new(Plan::new(
-            endpoints,
-            limits.endpoints,
-            &new.endpoints,
-            &inactive.endpoints,
-            &active.endpoints,
-            target,
-        )),
-        Box::new(Plan::new(
-            peer_v4,
-            limits.peer_v4,
-            &new.peer_v4,
-            &inactive.peer_v4,
-            &active.peer_v4,
-            target,
-        )),
-        Box::new(Plan::new(
-            peer_v6,
-            limits.peer_v6,
-            &new.peer_v6,
-            &inactive.peer_v6,
-            &active.peer_v6,
-            target,
-        )),
-        Box::new(Plan::new(
-            ports,
-            limits.ports,
-            &new.ports,
-            &inactive.ports,
-            &active.ports,
-            target,
-        )),
-        Box::new(Plan::new(
-            verdicts,
-            limits.verdicts,
-            &new.verdicts,
-            &inactive.verdicts,
-            &active.verdicts,
-            target,
-        )),
+    let lag = known.delta.take();
+    let mut p_endpoints = Plan::new(
+        endpoints,
+        limits.endpoints,
+        &new.endpoints,
+        &inactive.endpoints,
+        &active.endpoints,
+        lag.as_ref().map(|d| &d.endpoints[..]),
+        target,
+    );
+    let mut p_peer_v4 = Plan::new(
+        peer_v4,
+        limits.peer_v4,
+        &new.peer_v4,
+        &inactive.peer_v4,
+        &active.peer_v4,
+        lag.as_ref().map(|d| &d.peer_v4[..]),
+        target,
+    );
+    let mut p_peer_v6 = Plan::new(
+        peer_v6,
+        limits.peer_v6,
+        &new.peer_v6,
+        &inactive.peer_v6,
+        &active.peer_v6,
+        lag.as_ref().map(|d| &d.peer_v6[..]),
+        target,
+    );
+    let mut p_ports = Plan::new(
+        ports,
+        limits.ports,
+        &new.ports,
+        &inactive.ports,
+        &active.ports,
+        lag.as_ref().map(|d| &d.ports[..]),
+        target,
+    );
+    let mut p_verdicts = Plan::new(
+        verdicts,
+        limits.verdicts,
+        &new.verdicts,
+        &inactive.verdicts,
+        &active.verdicts,
+        lag.as_ref().map(|d| &d.verdicts[..]),
+        target,
+    );
+    let mut steps: [&mut dyn Step; 5] = [
+        &mut p_endpoints,
+        &mut p_peer_v4,
+        &mut p_peer_v6,
+        &mut p_ports,
+        &mut p_verdicts,
     ];
+
+    if steps.iter().all(|step| step.unchanged())
+        && previous.flags & TABLE_FLAGS == table_flags
+        && !known.bump_pending
+    {
+        let maps = steps.iter().map(|step| step.report()).collect();
+        known.contents[s_index] = Some(active);
+        known.contents[target_index] = Some(inactive);
+        known.delta = lag;
+        return Ok(report(previous, maps, true));
+    }
 
     // Both slots are resident: the new tables plus the active ones must fit. Deletes go
     // first, so the map never holds more than that.
-    for step in &steps {
-        if step.new_len() + step.active_len() > step.max() {
-            return Err(DatapathError::Capacity {
-                map: step.name(),
-                needed: step.new_len(),
-                in_active: step.active_len(),
-                max: step.max(),
-            });
-        }
+    let over = steps
+        .iter()
+        .find(|step| step.new_len() + step.active_len() > step.max())
+        .map(|step| DatapathError::Capacity {
+            map: step.name(),
+            needed: step.new_len(),
+            in_active: step.active_len(),
+            max: step.max(),
+        });
+    if let Some(err) = over {
+        known.contents[s_index] = Some(active);
+        known.contents[target_index] = Some(inactive);
+        known.delta = lag;
+        return Err(err);
     }
 
     // Packets that read the old active_slot before this writer's last flip may still be
     // looking the target slot up.
-    if let Some(flipped) = known.last_flip {
-        let since = flipped.elapsed();
-        if since < grace {
-            thread::sleep(grace - since);
-        }
+    // Unknown (a new handle, or another writer flipped): wait the whole grace period once.
+    let wait = known
+        .last_flip
+        .map_or(grace, |flipped| grace.saturating_sub(flipped.elapsed()));
+    if !wait.is_zero() {
+        thread::sleep(wait);
     }
 
-    // The target slot is unknown while it changes (a failure that cannot be undone leaves it
-    // so, and the next call reads it back).
-    let target_index = target as usize;
-    let undo_all = |steps: &mut Vec<Box<dyn Step + '_>>, known: &mut SlotState| -> bool {
+    // The target slot is unknown (`None`) while it changes: a failure that cannot be undone
+    // leaves it so, and the next call reads it back.
+    let undo_all = |steps: &mut [&mut dyn Step]| -> bool {
         let mut ok = true;
         for step in steps.iter_mut().rev() {
             ok &= step.undo();
         }
-        if ok {
-            known.contents[target_index] = Some(inactive.clone());
-        }
         ok
     };
-    known.contents[target_index] = None;
     let mut failed = None;
     'apply: for phase in 0..2 {
         for step in steps.iter_mut() {
@@ -742,7 +834,12 @@ pub fn program(
         }
     }
     if let Some((map, error)) = failed {
-        let cleanup_failed = !undo_all(&mut steps, known);
+        let cleanup_failed = !undo_all(&mut steps);
+        known.contents[s_index] = Some(active);
+        if !cleanup_failed {
+            known.contents[target_index] = Some(inactive);
+            known.delta = lag;
+        }
         return Err(DatapathError::Write {
             map,
             cleanup_failed,
@@ -772,9 +869,15 @@ pub fn program(
     for c in &pre_flip {
         if let Err(error) = config_cell.set(c) {
             // The failed update did not happen; undo an earlier one, if any.
-            let mut cleanup_failed = config_cell.set(&previous).is_err();
-            cleanup_failed |= !undo_all(&mut steps, known);
-            if cleanup_failed {
+            let config_restored = config_cell.set(&previous).is_ok();
+            let undone = undo_all(&mut steps);
+            known.contents[s_index] = Some(active);
+            if undone {
+                known.contents[target_index] = Some(inactive);
+                known.delta = lag;
+            }
+            let cleanup_failed = !(config_restored && undone);
+            if !config_restored {
                 // CONFIG may not be what this writer believes: re-read everything next time.
                 known.config = None;
             }
@@ -787,7 +890,15 @@ pub fn program(
     }
     known.last_flip = Some(Instant::now());
     let maps: Vec<MapWrite> = steps.iter().map(|s| s.report()).collect();
-    drop(steps);
+    // The slots now differ where this write changed the tables.
+    known.delta = Some(SlotDelta {
+        endpoints: p_endpoints.changed,
+        peer_v4: p_peer_v4.changed,
+        peer_v6: p_peer_v6.changed,
+        ports: p_ports.changed,
+        verdicts: p_verdicts.changed,
+    });
+    known.contents[s_index] = Some(active);
     known.contents[target_index] = Some(new);
     if let Err(error) = config_cell.set(&config) {
         // Flipped, not bumped: the next call must bump even for unchanged tables.
@@ -981,6 +1092,7 @@ pub(crate) mod mem {
         pub peer_v6: MemTable<LpmKey<20>, u32>,
         pub ports: MemTable<LpmKey<8>, u32>,
         pub verdicts: MemTable<VerdictKey, VerdictValue>,
+        pub known: SlotState,
     }
 
     impl MemTables {
@@ -992,6 +1104,7 @@ pub(crate) mod mem {
                 peer_v6: MemTable::new(maps::PEER_V6, max),
                 ports: MemTable::new(maps::PORTS, max),
                 verdicts: MemTable::new(maps::VERDICTS, max),
+                known: SlotState::default(),
             }
         }
 
@@ -1003,6 +1116,7 @@ pub(crate) mod mem {
                 peer_v6: &mut self.peer_v6,
                 ports: &mut self.ports,
                 verdicts: &mut self.verdicts,
+                known: &mut self.known,
             }
         }
 
@@ -1107,11 +1221,13 @@ mod tests {
     }
 
     #[test]
-    fn writes_flip_and_clean_the_old_slot() {
+    fn writes_flip_and_keep_the_old_slot_resident() {
         let mut t = MemTables::new(100);
         let r = ok(&mut t, &sample(0, 0));
         assert_eq!((r.previous.active_slot, r.previous.generation), (0, 0));
         assert_eq!((r.config.active_slot, r.config.generation), (1, 1));
+        assert!(r.read_back, "a new writer reads the slots back first");
+        assert_eq!((r.written, r.deleted), (8, 0));
         // Rendered for slot 0, written re-slotted into slot 1.
         assert_eq!(t.slot(1), sample(1, 0));
         assert_eq!(t.slot(0), MapEntries::default());
@@ -1119,26 +1235,162 @@ mod tests {
         let r = ok(&mut t, &sample(1, 1));
         assert_eq!((r.config.active_slot, r.config.generation), (0, 2));
         assert!(r.config.src_ports);
+        assert!(!r.read_back);
+        assert_eq!((r.written, r.deleted), (8, 0), "slot 0 held nothing");
         assert_eq!(t.slot(0), sample(0, 1));
-        assert_eq!(t.slot(1).endpoints.len(), 0);
-        assert_eq!(t.total(), sample(0, 1).endpoints.len() + 2 + 1 + 1 + 2);
-        let removed: usize = r.maps.iter().map(|m| m.removed_old).sum();
-        assert_eq!(removed, 8);
+        // The old slot stays resident (it is the base of the next write).
+        assert_eq!(t.slot(1).endpoints, sample(1, 0).endpoints);
+        assert_eq!(t.total(), 2 * 8);
+
+        // Back to slot 1, which holds sample(_, 0): only the differences are written.
+        let mut c = sample(0, 0);
+        let key = VerdictKey {
+            slot: 0,
+            set: 0,
+            peer_class: 1,
+            port_class: 1,
+        };
+        if let Some(v) = c.verdicts.get_mut(&key) {
+            v.rule_id = 99;
+        }
+        c.verdicts.insert(
+            VerdictKey {
+                peer_class: 5,
+                ..key
+            },
+            VerdictValue::default(),
+        );
+        c.endpoints.remove(&EndpointKey {
+            slot: 0,
+            ifindex: 11,
+        });
+        let r = ok(&mut t, &c);
+        assert_eq!((r.config.active_slot, r.config.generation), (1, 3));
+        assert_eq!((r.written, r.deleted), (2, 1));
+        let v = r.maps.iter().find(|m| m.map == maps::VERDICTS);
+        assert_eq!(
+            v.map(|m| (m.written, m.deleted, m.entries)),
+            Some((2, 0, 3))
+        );
+        let mut want = c.clone();
+        want.slot = 1;
+        want.endpoints = want
+            .endpoints
+            .into_iter()
+            .map(|(k, v)| (k.with_slot(1), v))
+            .collect();
+        want.verdicts = want
+            .verdicts
+            .into_iter()
+            .map(|(k, v)| (k.with_slot(1), v))
+            .collect();
+        for l in [&mut want.peer_v4, &mut want.ports] {
+            for e in l.iter_mut() {
+                e.data[..4].copy_from_slice(&1u32.to_be_bytes());
+            }
+        }
+        for e in &mut want.peer_v6 {
+            e.data[..4].copy_from_slice(&1u32.to_be_bytes());
+        }
+        assert_eq!(t.slot(1), want);
+        assert_eq!(t.slot(0).verdicts, sample(0, 1).verdicts);
+    }
+
+    #[test]
+    fn a_sequence_of_writes_keeps_both_slots_exact() {
+        let mut t = MemTables::new(100);
+        let mut history: Vec<u32> = Vec::new();
+        for (i, v) in [0, 1, 2, 2, 0, 3, 1, 1, 4, 0, 2, 5, 5, 3]
+            .into_iter()
+            .enumerate()
+        {
+            if i == 7 {
+                t.known.forget(); // a new handle part-way
+            }
+            let r = ok(&mut t, &sample(0, v));
+            let active = t.config.config.active_slot;
+            assert_eq!(
+                t.slot(active).verdicts,
+                sample(active, v).verdicts,
+                "write {i}"
+            );
+            assert_eq!(
+                t.slot(active).endpoints,
+                sample(active, v).endpoints,
+                "write {i}"
+            );
+            if r.unchanged {
+                continue;
+            }
+            if let Some(&prev) = history.last() {
+                let inactive = 1 - active;
+                assert_eq!(
+                    t.slot(inactive).verdicts,
+                    sample(inactive, prev).verdicts,
+                    "write {i}: the other slot keeps the previous tables"
+                );
+            }
+            history.push(v);
+        }
+    }
+
+    #[test]
+    fn unchanged_tables_are_skipped() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 1));
+        let before = t.config.history.len();
+        // Rendered for either slot: the same tables.
+        let r = ok(&mut t, &sample(1, 1));
+        assert!(r.unchanged);
+        assert_eq!((r.written, r.deleted), (0, 0));
+        assert_eq!(r.config, r.previous);
+        assert_eq!(t.config.history.len(), before, "no CONFIG update");
+        // A new writer (read back) sees the same.
+        t.known.forget();
+        let r = ok(&mut t, &sample(0, 1));
+        assert!(r.unchanged && r.read_back);
+        // Same tables but another table flag: flips.
+        let mut e = sample(0, 1);
+        e.config_flags = 0;
+        let r = ok(&mut t, &e);
+        assert!(!r.unchanged);
+        assert_eq!((r.config.generation, r.config.src_ports), (2, false));
+    }
+
+    #[test]
+    fn another_writers_flip_makes_the_slots_unknown() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0)); // slot 1
+        ok(&mut t, &sample(0, 1)); // slot 0
+        // Another process writes sample(_, 2) into slot 1 and flips.
+        let mut other = MemTables::new(100);
+        std::mem::swap(&mut other.known, &mut t.known);
+        let r = ok(&mut t, &sample(0, 2));
+        assert!(r.read_back);
+        std::mem::swap(&mut other.known, &mut t.known);
+        // This writer's memory says slot 0 is active at generation 2: stale; it reads back.
+        let r = ok(&mut t, &sample(0, 0));
+        assert!(r.read_back);
+        assert_eq!((r.config.active_slot, r.config.generation), (0, 4));
+        assert_eq!(t.slot(0), sample(0, 0));
+        assert_eq!(t.slot(1), sample(1, 2));
     }
 
     #[test]
     fn leftovers_of_an_interrupted_write_are_cleared() {
         let mut t = MemTables::new(100);
         ok(&mut t, &sample(0, 0)); // active slot 1
-        // An earlier writer died after writing some of slot 0.
+        // An earlier writer died after writing some of slot 0; this is a new process.
+        t.known.forget();
         let stale = sample(0, 7);
         t.endpoints.map.extend(stale.endpoints.clone());
         t.verdicts.map.extend(stale.verdicts.clone());
         let r = ok(&mut t, &sample(0, 2));
-        let cleared: usize = r.maps.iter().map(|m| m.cleared_leftovers).sum();
-        assert_eq!(cleared, stale.endpoints.len() + stale.verdicts.len());
+        assert!(r.read_back);
+        // ifindex 10 is in both (updated); ifindex 18 and set 7's two verdicts go.
+        assert_eq!(r.deleted, 3);
         assert_eq!(t.slot(0), sample(0, 2));
-        assert_eq!(t.slot(1).verdicts.len(), 0);
+        assert_eq!(t.slot(1), sample(1, 0));
     }
 
     #[test]
@@ -1178,7 +1430,7 @@ mod tests {
         );
         let err = program(
             t.tables(),
-            &sample(0, 0),
+            &sample(0, 2), // identical tables would be skipped
             &Limits::default(),
             Duration::ZERO,
         );
@@ -1217,6 +1469,61 @@ mod tests {
             MapEntries::default(),
             "the inactive slot is clean"
         );
+    }
+
+    #[test]
+    fn a_failed_incremental_write_leaves_the_inactive_slot_unknown() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0)); // slot 1
+        ok(&mut t, &sample(0, 1)); // slot 0; slot 1 still holds sample(_, 0)
+        t.verdicts.fail_after = Some(t.verdicts.inserts + 1);
+        let err = program(
+            t.tables(),
+            &sample(0, 2),
+            &Limits::default(),
+            Duration::ZERO,
+        );
+        assert!(
+            matches!(
+                err,
+                Err(DatapathError::Write {
+                    map: maps::VERDICTS,
+                    cleanup_failed: true, // the mock keeps failing inserts, so the undo too
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let c = t.config.config;
+        assert_eq!((c.active_slot, c.generation), (0, 2));
+        assert_eq!(t.slot(0), sample(0, 1));
+        assert!(t.known.contents(1).is_none(), "slot 1 is unknown now");
+        t.verdicts.fail_after = None;
+        let r = ok(&mut t, &sample(0, 2));
+        assert!(r.read_back, "slot 1 is read back");
+        assert_eq!(t.slot(1), sample(1, 2));
+    }
+
+    #[test]
+    fn a_failed_bump_is_retried_even_for_unchanged_tables() {
+        let mut t = MemTables::new(100);
+        ok(&mut t, &sample(0, 0));
+        t.config.fail_attempt = Some(t.config.attempts + 1);
+        let err = program(
+            t.tables(),
+            &sample(0, 2),
+            &Limits::default(),
+            Duration::ZERO,
+        );
+        assert!(
+            matches!(err, Err(DatapathError::GenerationBump { .. })),
+            "{err:?}"
+        );
+        let r = ok(&mut t, &sample(0, 2));
+        assert!(!r.unchanged, "established flows still need their re-check");
+        assert_eq!((r.config.active_slot, r.config.generation), (1, 2));
+        assert_eq!(t.slot(1), sample(1, 2));
+        assert!(ok(&mut t, &sample(0, 2)).unchanged);
     }
 
     #[test]
