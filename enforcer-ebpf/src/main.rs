@@ -36,8 +36,8 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     CONFIG_FAIL_CLOSED, Config, DIR_EGRESS, DIR_INGRESS, EndpointKey, EndpointValue,
-    REASON_DENY_NO_ENDPOINT, REASON_DENY_UNPARSEABLE, REASON_PASS_FRAGMENT,
-    REASON_PASS_ICMPV6_ND, REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
+    REASON_DENY_NO_ENDPOINT, REASON_DENY_UNPARSEABLE, REASON_PASS_FRAGMENT, REASON_PASS_ICMPV6_ND,
+    REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
 };
 
 use crate::{
@@ -93,9 +93,7 @@ pub(crate) const ICMPV6_ND: Outcome = Outcome::allow(REASON_PASS_ICMPV6_ND);
 /// Whether an ICMPv6 `type << 8 | code` is neighbour discovery or MLD.
 #[inline(always)]
 fn is_icmpv6_nd(flow: &parse::Flow) -> bool {
-    flow.family == 6
-        && flow.is_icmp()
-        && matches!(flow.policy_port >> 8, 130..=133 | 135 | 136)
+    flow.family == 6 && flow.is_icmp() && matches!(flow.policy_port >> 8, 130..=133 | 135 | 136)
 }
 
 /// Truncated or malformed IP packets: dropped, never guessed at.

@@ -100,7 +100,10 @@ impl Probe {
             to: self.to.clone(),
             message,
         };
-        let src: Peer = self.from.parse().map_err(|e| invalid(format!("from: {e}")))?;
+        let src: Peer = self
+            .from
+            .parse()
+            .map_err(|e| invalid(format!("from: {e}")))?;
         let dst: Peer = self.to.parse().map_err(|e| invalid(format!("to: {e}")))?;
         let protocol = self.protocol.protocol().ok_or_else(|| {
             invalid(format!(

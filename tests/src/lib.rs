@@ -69,7 +69,11 @@ pub fn check_probes(inv: &Inventory, probes: &[Probe]) -> Vec<Disagreement> {
                     index,
                     probe: probe.clone(),
                     got: Ok(exp.verdict),
-                    detail: format!("egress [{}] ingress [{}]", side(&exp.egress), side(&exp.ingress)),
+                    detail: format!(
+                        "egress [{}] ingress [{}]",
+                        side(&exp.egress),
+                        side(&exp.ingress)
+                    ),
                 })
             }
             Err(e) => out.push(Disagreement {

@@ -35,13 +35,22 @@ fn header(path: &Path, text: &str) -> CaseHeader {
         .unwrap_or_else(|| panic!("{}: empty case file", path.display()));
     let header = CaseHeader::deserialize(first)
         .unwrap_or_else(|e| panic!("{}: bad ConformanceCase header: {e}", path.display()));
-    assert_eq!(header.kind, "ConformanceCase", "{}: first document", path.display());
+    assert_eq!(
+        header.kind,
+        "ConformanceCase",
+        "{}: first document",
+        path.display()
+    );
     assert!(
         header.source.starts_with("https://"),
         "{}: every case cites a public source",
         path.display()
     );
-    assert!(!header.description.is_empty(), "{}: description", path.display());
+    assert!(
+        !header.description.is_empty(),
+        "{}: description",
+        path.display()
+    );
     assert!(!header.probes.is_empty(), "{}: probes", path.display());
     header
 }
@@ -89,7 +98,10 @@ fn reference_evaluator_agrees_with_every_case() {
             .map(|s| format!("{} {}", s.api_version, s.kind))
             .collect();
         if !unexpected.is_empty() {
-            failures.push(format!("{}: skipped unknown kinds {unexpected:?}", f.display()));
+            failures.push(format!(
+                "{}: skipped unknown kinds {unexpected:?}",
+                f.display()
+            ));
         }
         probes += header.probes.len();
         for d in check_probes(&inv, &header.probes) {
@@ -108,13 +120,19 @@ fn reference_evaluator_agrees_with_every_case() {
 fn production_example_probes_hold() {
     let dir = workspace_root().join("examples").join("production");
     let inv = sources::load_paths(&[&dir]).unwrap_or_else(|e| panic!("examples/production: {e}"));
-    let probes = enforcer_user::probes::load_probes(&workspace_root().join("examples/probes/production.yaml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let probes = enforcer_user::probes::load_probes(
+        &workspace_root().join("examples/probes/production.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(probes.len() >= 10);
     let failures = check_probes(&inv, &probes);
     assert!(
         failures.is_empty(),
         "{}",
-        failures.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -51,7 +51,10 @@ pub(crate) fn check_case(case: &Case) -> Result<usize, String> {
         // Neighbour discovery is passed before the tables (datapath and evaluator alike).
         if crate::evaluator::is_icmpv6_neighbour_discovery(&probe.packet) {
             if explanation.verdict != crate::evaluator::Verdict::Allow {
-                return Err(format!("ICMPv6 neighbour discovery denied: {:?}", probe.packet));
+                return Err(format!(
+                    "ICMPv6 neighbour discovery denied: {:?}",
+                    probe.packet
+                ));
             }
             continue;
         }

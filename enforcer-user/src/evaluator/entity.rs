@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use crate::{
     model::{
-        EntityRule, HostEndpoint, Inventory, Labels, NamedPort, NetworkSet, Pod, Policy, PolicyKind,
-        ServiceAccountMatch,
+        EntityRule, HostEndpoint, Inventory, Labels, NamedPort, NetworkSet, Pod, Policy,
+        PolicyKind, ServiceAccountMatch,
     },
     selector::Selector,
 };
@@ -36,13 +36,25 @@ impl<'a> Endpoint<'a> {
     /// The endpoint owning an address: a (non host-network) pod, else a host endpoint
     /// expecting it, else nothing policed.
     pub fn for_address(inv: &'a Inventory, ip: IpAddr) -> Endpoint<'a> {
-        if let Some(pod) = inv.pods.iter().find(|p| !p.host_network && p.ips.contains(&ip)) {
+        if let Some(pod) = inv
+            .pods
+            .iter()
+            .find(|p| !p.host_network && p.ips.contains(&ip))
+        {
             return Endpoint::Workload(pod);
         }
-        if let Some(hep) = inv.host_endpoints.iter().find(|h| h.expected_ips.contains(&ip)) {
+        if let Some(hep) = inv
+            .host_endpoints
+            .iter()
+            .find(|h| h.expected_ips.contains(&ip))
+        {
             return Endpoint::Host(hep);
         }
-        Endpoint::External(inv.pods.iter().find(|p| p.host_network && p.ips.contains(&ip)))
+        Endpoint::External(
+            inv.pods
+                .iter()
+                .find(|p| p.host_network && p.ips.contains(&ip)),
+        )
     }
 
     pub fn is_policed(&self) -> bool {
@@ -62,9 +74,10 @@ impl<'a> Endpoint<'a> {
         let (kind, name) = match self {
             Endpoint::Workload(p) => ("pod", Some(format!("{}/{}", p.namespace, p.name))),
             Endpoint::Host(h) => ("host-endpoint", Some(h.name.clone())),
-            Endpoint::External(Some(p)) => {
-                ("host-network-pod", Some(format!("{}/{}", p.namespace, p.name)))
-            }
+            Endpoint::External(Some(p)) => (
+                "host-network-pod",
+                Some(format!("{}/{}", p.namespace, p.name)),
+            ),
             Endpoint::External(None) => ("external", None),
         };
         EndpointInfo {
@@ -86,8 +99,10 @@ pub fn endpoint_labels(ep: &Endpoint<'_>) -> Labels {
 
 fn pod_labels(p: &Pod) -> Labels {
     let mut l = p.labels.clone();
-    l.entry(NAMESPACE_LABEL.into()).or_insert_with(|| p.namespace.clone());
-    l.entry(ORCHESTRATOR_LABEL.into()).or_insert_with(|| "k8s".into());
+    l.entry(NAMESPACE_LABEL.into())
+        .or_insert_with(|| p.namespace.clone());
+    l.entry(ORCHESTRATOR_LABEL.into())
+        .or_insert_with(|| "k8s".into());
     l.entry(SERVICE_ACCOUNT_LABEL.into())
         .or_insert_with(|| p.service_account.clone());
     l
@@ -96,8 +111,12 @@ fn pod_labels(p: &Pod) -> Labels {
 /// A namespace's labels as namespace selectors see them. A namespace missing from the
 /// inventory still has its name labels (Kubernetes and Calico add them).
 pub fn namespace_labels(inv: &Inventory, ns: &str) -> Labels {
-    let mut l = inv.namespace(ns).map(|n| n.labels.clone()).unwrap_or_default();
-    l.entry("kubernetes.io/metadata.name".into()).or_insert_with(|| ns.to_string());
+    let mut l = inv
+        .namespace(ns)
+        .map(|n| n.labels.clone())
+        .unwrap_or_default();
+    l.entry("kubernetes.io/metadata.name".into())
+        .or_insert_with(|| ns.to_string());
     l.entry(NAME_LABEL.into()).or_insert_with(|| ns.to_string());
     l
 }
@@ -108,7 +127,8 @@ pub fn service_account_labels(inv: &Inventory, ns: &str, name: &str) -> Labels {
         .service_account(ns, name)
         .map(|s| s.labels.clone())
         .unwrap_or_default();
-    l.entry(NAME_LABEL.into()).or_insert_with(|| name.to_string());
+    l.entry(NAME_LABEL.into())
+        .or_insert_with(|| name.to_string());
     l
 }
 
@@ -128,7 +148,8 @@ impl<'a> EntityRef<'a> {
             EntityRef::NetworkSet(s) => {
                 let mut l = s.labels.clone();
                 if let Some(ns) = &s.namespace {
-                    l.entry(NAMESPACE_LABEL.into()).or_insert_with(|| ns.clone());
+                    l.entry(NAMESPACE_LABEL.into())
+                        .or_insert_with(|| ns.clone());
                 }
                 l
             }
@@ -177,7 +198,11 @@ pub fn entities_at(inv: &Inventory, addr: IpAddr) -> Vec<EntityRef<'_>> {
 /// A namespace selector evaluated the way Calico rewrites it: keys look at the namespace's
 /// labels (`pcns.` prefixed), `all()` means "any namespaced entity" and `global()` means
 /// "any global entity" (GlobalNetworkSets, host endpoints).
-pub fn namespace_selector_matches(inv: &Inventory, sel: &Selector, namespace: Option<&str>) -> bool {
+pub fn namespace_selector_matches(
+    inv: &Inventory,
+    sel: &Selector,
+    namespace: Option<&str>,
+) -> bool {
     match namespace {
         Some(ns) => sel.evaluate_with(&namespace_labels(inv, ns), true, false),
         None => sel.evaluate_with(&Labels::new(), false, true),
@@ -211,7 +236,9 @@ impl<'a> RuleSelector<'a> {
             return false;
         }
         // Kubernetes peers always carry `projectcalico.org/orchestrator == 'k8s'`: pods only.
-        if self.policy.kind == PolicyKind::KubernetesNetworkPolicy && !matches!(e, EntityRef::Pod(_)) {
+        if self.policy.kind == PolicyKind::KubernetesNetworkPolicy
+            && !matches!(e, EntityRef::Pod(_))
+        {
             return false;
         }
         let in_namespace = match (&self.er.namespace_selector, &self.policy.namespace) {
@@ -236,7 +263,11 @@ impl<'a> RuleSelector<'a> {
 /// `serviceAccounts: {names, selector}`, as Calico rewrites it: names become
 /// `projectcalico.org/serviceaccount in {...}` (pods only), the selector looks at the service
 /// account's labels (`pcsa.` prefixed, so entities without a service account see none).
-pub fn service_account_matches(inv: &Inventory, sa: &ServiceAccountMatch, e: &EntityRef<'_>) -> bool {
+pub fn service_account_matches(
+    inv: &Inventory,
+    sa: &ServiceAccountMatch,
+    e: &EntityRef<'_>,
+) -> bool {
     let pod = match e {
         EntityRef::Pod(p) => Some(*p),
         _ => None,

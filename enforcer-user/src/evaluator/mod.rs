@@ -12,9 +12,9 @@
 //! allowed; host-network pods are not workload endpoints (only host endpoints police them).
 
 mod entity;
-mod trace;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 use std::{cmp::Ordering, net::IpAddr, str::FromStr};
 
@@ -28,8 +28,8 @@ pub use trace::{
 };
 
 use crate::model::{
-    Action, Direction, EntityRule, HostEndpoint, Inventory, Policy, PolicyKind, PortSpec,
-    Protocol, Rule, StagedAction, Tier, TierDefault,
+    Action, Direction, EntityRule, HostEndpoint, Inventory, Policy, PolicyKind, PortSpec, Protocol,
+    Rule, StagedAction, Tier, TierDefault,
 };
 
 /// The profile Calico gives host endpoints to allow traffic no policy decided.
@@ -223,8 +223,16 @@ pub fn explain(inv: &Inventory, flow: &FlowSpec, opts: &Options) -> Result<Expla
         src,
         dst,
         protocol: flow.protocol,
-        src_port: if flow.protocol.has_ports() { flow.src_port } else { None },
-        dst_port: if flow.protocol.has_ports() { flow.dst_port } else { None },
+        src_port: if flow.protocol.has_ports() {
+            flow.src_port
+        } else {
+            None
+        },
+        dst_port: if flow.protocol.has_ports() {
+            flow.dst_port
+        } else {
+            None
+        },
         icmp_type: if is_icmp { flow.icmp_type } else { None },
         icmp_code: if is_icmp { flow.icmp_code } else { None },
     };
@@ -387,9 +395,7 @@ pub fn sorted_tiers(inv: &Inventory) -> Vec<Tier> {
 /// Policies of one tier in evaluation order.
 pub fn sorted_policies<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> Vec<&'a Policy> {
     let mut v: Vec<&Policy> = policies.into_iter().collect();
-    v.sort_by(|a, b| {
-        order_cmp(a.order, &policy_sort_name(a), b.order, &policy_sort_name(b))
-    });
+    v.sort_by(|a, b| order_cmp(a.order, &policy_sort_name(a), b.order, &policy_sort_name(b)));
     v
 }
 
@@ -403,10 +409,12 @@ pub fn policy_view(inv: &Inventory, staged: bool) -> Vec<&Policy> {
     }
     let staged_pols: Vec<&Policy> = inv.policies.iter().filter(|p| p.kind.is_staged()).collect();
     let replaced = |p: &Policy| {
-        staged_pols
-            .iter()
-            .any(|s| s.kind.is_global() == p.kind.is_global() && s.namespace == p.namespace && s.name == p.name
-                && p.kind != PolicyKind::KubernetesNetworkPolicy)
+        staged_pols.iter().any(|s| {
+            s.kind.is_global() == p.kind.is_global()
+                && s.namespace == p.namespace
+                && s.name == p.name
+                && p.kind != PolicyKind::KubernetesNetworkPolicy
+        })
     };
     let mut out: Vec<&Policy> = enforced.filter(|p| !replaced(p)).collect();
     out.extend(
@@ -450,7 +458,9 @@ pub fn policy_selects(inv: &Inventory, policy: &Policy, ep: &Endpoint<'_>) -> bo
                 policy.namespace_selector.is_some() || policy.service_account_selector.is_some();
             let empty = crate::model::Labels::new();
             let selector_ok = if scoped {
-                policy.selector.evaluate_with(&endpoint_labels(ep), false, true)
+                policy
+                    .selector
+                    .evaluate_with(&endpoint_labels(ep), false, true)
             } else {
                 policy.selector.evaluate(&endpoint_labels(ep), true)
             };
@@ -505,7 +515,11 @@ fn judge_direction(
         logs,
         staged_verdict,
         staged_decided_by,
-        staged_tiers: if staged_verdict != verdict { staged_tiers } else { Vec::new() },
+        staged_tiers: if staged_verdict != verdict {
+            staged_tiers
+        } else {
+            Vec::new()
+        },
         staged,
     }
 }
@@ -700,15 +714,21 @@ pub fn rule_matches(inv: &Inventory, policy: &Policy, rule: &Rule, packet: &Pack
     {
         return false;
     }
-    entity_matches(inv, policy, &rule.source, packet.src, packet.src_port, packet.protocol)
-        && entity_matches(
-            inv,
-            policy,
-            &rule.destination,
-            packet.dst,
-            packet.dst_port,
-            packet.protocol,
-        )
+    entity_matches(
+        inv,
+        policy,
+        &rule.source,
+        packet.src,
+        packet.src_port,
+        packet.protocol,
+    ) && entity_matches(
+        inv,
+        policy,
+        &rule.destination,
+        packet.dst,
+        packet.dst_port,
+        packet.protocol,
+    )
 }
 
 fn icmp_matches(icmp: crate::model::IcmpMatch, packet: &Packet) -> bool {
@@ -744,15 +764,14 @@ fn entity_matches(
     }
     let entities = entity::entities_at(inv, addr);
     let selects = entity::RuleSelector::new(policy, er);
-    let selected: Vec<&EntityRef<'_>> = entities
-        .iter()
-        .filter(|e| selects.picks(inv, e))
-        .collect();
+    let selected: Vec<&EntityRef<'_>> = entities.iter().filter(|e| selects.picks(inv, e)).collect();
     if selects.is_active() && selected.is_empty() {
         return false;
     }
     if let Some(ns) = &er.not_selector
-        && entities.iter().any(|e| ns.evaluate(&e.labels(), e.namespace().is_none()))
+        && entities
+            .iter()
+            .any(|e| ns.evaluate(&e.labels(), e.namespace().is_none()))
     {
         return false;
     }

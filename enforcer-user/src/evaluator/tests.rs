@@ -65,20 +65,30 @@ fn flow(from: &str, to: &str, proto: Protocol, port: Option<u16>) -> FlowSpec {
 }
 
 fn verdict(inv: &Inventory, from: &str, to: &str, port: u16) -> Verdict {
-    explain(inv, &flow(from, to, Protocol::TCP, Some(port)), &Options::default())
-        .unwrap()
-        .verdict
+    explain(
+        inv,
+        &flow(from, to, Protocol::TCP, Some(port)),
+        &Options::default(),
+    )
+    .unwrap()
+    .verdict
 }
 
 #[test]
 fn no_policy_allows_through_the_namespace_profile() {
     let inv = inv("");
-    let e = explain(&inv, &flow("b/client", "a/web", Protocol::TCP, Some(80)), &Options::default())
-        .unwrap();
+    let e = explain(
+        &inv,
+        &flow("b/client", "a/web", Protocol::TCP, Some(80)),
+        &Options::default(),
+    )
+    .unwrap();
     assert_eq!(e.verdict, Verdict::Allow);
     assert_eq!(
         e.ingress.unwrap().decided_by,
-        Decision::Profile { profile: "kns.a".into() }
+        Decision::Profile {
+            profile: "kns.a".into()
+        }
     );
 }
 
@@ -137,8 +147,12 @@ kind: NetworkPolicy
 metadata: {name: deny-web, namespace: a}
 spec: {selector: app == 'web', ingress: [{action: Deny, protocol: TCP, destination: {ports: [80]}}]}
 "#);
-    let e = explain(&inv, &flow("b/client", "a/web", Protocol::TCP, Some(80)), &Options::default())
-        .unwrap();
+    let e = explain(
+        &inv,
+        &flow("b/client", "a/web", Protocol::TCP, Some(80)),
+        &Options::default(),
+    )
+    .unwrap();
     assert_eq!(e.verdict, Verdict::Deny);
     let ing = e.ingress.unwrap();
     assert_eq!(ing.logs.len(), 1);
@@ -175,8 +189,12 @@ kind: StagedNetworkPolicy
 metadata: {name: would-deny, namespace: a}
 spec: {selector: app == 'web', ingress: [{action: Deny}]}
 "#);
-    let e = explain(&inv, &flow("b/client", "a/web", Protocol::TCP, Some(80)), &Options::default())
-        .unwrap();
+    let e = explain(
+        &inv,
+        &flow("b/client", "a/web", Protocol::TCP, Some(80)),
+        &Options::default(),
+    )
+    .unwrap();
     assert_eq!(e.verdict, Verdict::Allow);
     assert_eq!(e.staged_verdict, Verdict::Deny);
     let ing = e.ingress.unwrap();
@@ -197,9 +215,16 @@ kind: StagedNetworkPolicy
 metadata: {name: web, namespace: a}
 spec: {selector: app == 'web', ingress: [{action: Allow}]}
 "#);
-    let e = explain(&inv, &flow("b/client", "a/web", Protocol::TCP, Some(80)), &Options::default())
-        .unwrap();
-    assert_eq!((e.verdict, e.staged_verdict), (Verdict::Deny, Verdict::Allow));
+    let e = explain(
+        &inv,
+        &flow("b/client", "a/web", Protocol::TCP, Some(80)),
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (e.verdict, e.staged_verdict),
+        (Verdict::Deny, Verdict::Allow)
+    );
 }
 
 #[test]
@@ -305,8 +330,12 @@ metadata: {name: deny-all}
 spec: {selector: all(), types: [Ingress, Egress]}
 "#);
     assert_eq!(verdict(&inv, "a/web", "a/web", 80), Verdict::Allow);
-    let e = explain(&inv, &flow("b/hostpod", "a/web", Protocol::TCP, Some(80)), &Options::default())
-        .unwrap();
+    let e = explain(
+        &inv,
+        &flow("b/hostpod", "a/web", Protocol::TCP, Some(80)),
+        &Options::default(),
+    )
+    .unwrap();
     assert_eq!(e.source.kind, "host-network-pod");
     assert!(e.egress.is_none());
     assert_eq!(e.verdict, Verdict::Deny, "web's ingress still denies");
@@ -323,11 +352,17 @@ spec: {node: node1, interfaceName: eth0, expectedIPs: [198.18.100.1]}
     let mut opts = Options::default();
     let ssh = flow("198.19.0.5", "198.18.100.1", Protocol::TCP, Some(22));
     assert_eq!(explain(&inv, &ssh, &opts).unwrap().verdict, Verdict::Allow);
-    assert_eq!(verdict(&inv, "198.19.0.5", "198.18.100.1", 80), Verdict::Deny);
+    assert_eq!(
+        verdict(&inv, "198.19.0.5", "198.18.100.1", 80),
+        Verdict::Deny
+    );
     opts.failsafe = Failsafe::none();
     let e = explain(&inv, &ssh, &opts).unwrap();
     assert_eq!(e.verdict, Verdict::Deny);
-    assert_eq!(e.ingress.unwrap().decided_by, Decision::HostEndpointDefaultDeny);
+    assert_eq!(
+        e.ingress.unwrap().decided_by,
+        Decision::HostEndpointDefaultDeny
+    );
 }
 
 #[test]
@@ -339,7 +374,10 @@ metadata: {name: v6-only, namespace: a}
 spec: {selector: app == 'web', ingress: [{action: Allow, ipVersion: 6}]}
 "#);
     let mut f = flow("b/client", "a/web", Protocol::TCP, Some(80));
-    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Deny);
+    assert_eq!(
+        explain(&inv, &f, &Options::default()).unwrap().verdict,
+        Verdict::Deny
+    );
     f.ip_version = Some(6);
     let e = explain(&inv, &f, &Options::default()).unwrap();
     assert_eq!(e.verdict, Verdict::Allow);
@@ -358,11 +396,19 @@ fn bad_flows_are_errors() {
     let inv = inv("");
     assert!(matches!("nope".parse::<Peer>(), Err(EvalError::BadPeer(_))));
     assert!(matches!(
-        explain(&inv, &flow("a/ghost", "a/web", Protocol::TCP, Some(80)), &Options::default()),
+        explain(
+            &inv,
+            &flow("a/ghost", "a/web", Protocol::TCP, Some(80)),
+            &Options::default()
+        ),
         Err(EvalError::UnknownPod(_))
     ));
     assert!(matches!(
-        explain(&inv, &flow("b/client", "a/web", Protocol::TCP, None), &Options::default()),
+        explain(
+            &inv,
+            &flow("b/client", "a/web", Protocol::TCP, None),
+            &Options::default()
+        ),
         Err(EvalError::MissingPort { .. })
     ));
     let mut f = flow("b/client", "a/web", Protocol::UDP, Some(53));
@@ -386,9 +432,15 @@ spec:
     let mut f = flow("b/client", "a/web", Protocol::ICMP, None);
     f.icmp_type = Some(8);
     f.icmp_code = Some(0);
-    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Allow);
+    assert_eq!(
+        explain(&inv, &f, &Options::default()).unwrap().verdict,
+        Verdict::Allow
+    );
     f.icmp_code = Some(1);
-    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Deny);
+    assert_eq!(
+        explain(&inv, &f, &Options::default()).unwrap().verdict,
+        Verdict::Deny
+    );
 }
 
 #[test]
@@ -406,7 +458,10 @@ spec: {selector: all(), types: [Ingress, Egress]}
     assert_eq!(e.verdict, Verdict::Allow);
     assert!(e.ingress.is_none() && e.egress.is_none());
     f.icmp_type = Some(128);
-    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Deny);
+    assert_eq!(
+        explain(&inv, &f, &Options::default()).unwrap().verdict,
+        Verdict::Deny
+    );
 }
 
 #[test]
@@ -422,7 +477,10 @@ spec:
 "#);
     let mut f = flow("b/client", "a/web", Protocol::ICMP, None);
     f.icmp_type = Some(8);
-    assert_eq!(explain(&inv, &f, &Options::default()).unwrap().verdict, Verdict::Allow);
+    assert_eq!(
+        explain(&inv, &f, &Options::default()).unwrap().verdict,
+        Verdict::Allow
+    );
     f.ip_version = Some(6);
     let e = explain(&inv, &f, &Options::default()).unwrap();
     assert_eq!(e.flow.icmp_type, None);

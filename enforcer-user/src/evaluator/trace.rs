@@ -209,7 +209,10 @@ impl std::fmt::Display for Decision {
                 "no policy decided: host endpoints without the projectcalico-default-allow profile deny"
             ),
             Decision::Failsafe { protocol, port } => {
-                write!(f, "failsafe port {protocol}:{port} (always open on host endpoints)")
+                write!(
+                    f,
+                    "failsafe port {protocol}:{port} (always open on host endpoints)"
+                )
             }
             Decision::NotPoliced => write!(f, "not policed"),
         }

@@ -101,7 +101,9 @@ fn entity_rule_problem(
         // A namespaceSelector alone: it must match some namespace (or, through global(),
         // some global entity).
         let sel = nss?;
-        let any_ns = namespaces.iter().any(|ns| namespace_selector_matches(inv, sel, Some(ns)));
+        let any_ns = namespaces
+            .iter()
+            .any(|ns| namespace_selector_matches(inv, sel, Some(ns)));
         let any_global = p.kind != PolicyKind::KubernetesNetworkPolicy
             && ents
                 .iter()
