@@ -249,6 +249,8 @@ impl Worker {
                 generation = r.config.generation,
                 slot = r.config.active_slot,
                 changes = diff.len(),
+                written = r.written,
+                deleted = r.deleted,
                 ms = r.elapsed.as_secs_f64() * 1e3,
                 "programmed new tables"
             );
