@@ -2,6 +2,7 @@
 //!
 //! - `setup`: install what building and testing Enforcer needs (idempotent, quick when done).
 //! - `test`: build the default members and run the whole test suite.
+//! - `bench`: build and run the benchmarks (`enforcer-bench`, release), writing `bench/`.
 
 use std::{
     env,
@@ -39,6 +40,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build (release) and run the benchmarks as root: prints tables, writes bench/results.md
+    /// and bench/*.csv (docs/benchmarks.md).
+    Bench {
+        /// Smaller sizes and fewer repetitions (about three minutes here).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<ExitCode> {
@@ -50,6 +58,7 @@ fn main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Task::Test { args } => test(&args),
+        Task::Bench { quick } => bench(quick),
     }
 }
 
@@ -109,5 +118,45 @@ fn test(args: &[String]) -> Result<ExitCode> {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
+    })
+}
+
+fn bench(quick: bool) -> Result<ExitCode> {
+    let root = workspace_root();
+    if effective_uid()? != 0 {
+        bail!("xtask bench: the benchmarks load eBPF programs; run as root");
+    }
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let mut run = cargo();
+    run.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "enforcer-user",
+        "--features",
+        "testgen",
+        "--bin",
+        "enforcer-bench",
+        "--",
+        "--out",
+    ])
+    .arg(root.join("bench"))
+    .args(["--command", command]);
+    if quick {
+        run.arg("--quick");
+    }
+    let status = run
+        .current_dir(&root)
+        .status()
+        .context("running enforcer-bench")?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
