@@ -107,18 +107,65 @@ fn test(args: &[String]) -> Result<ExitCode> {
     if !status.success() {
         bail!("cargo build failed ({status})");
     }
-    // Nothing is printed after cargo test, so its summary stays the last lines of the output.
-    let status = cargo()
+    // cargo test's output passes through line by line; its per-binary "test result:" lines
+    // are added up into one closing line, `summary: N passed, N failed, N skipped`, so the
+    // run ends with the whole suite's count rather than the last binary's (the doctests).
+    let mut child = cargo()
         .arg("test")
         .args(args)
         .current_dir(&root)
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        use std::io::{BufRead as _, Write as _};
+        let mut out = std::io::stdout().lock();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test's output")?;
+            totals.add(&line);
+            writeln!(out, "{line}").context("writing cargo test's output")?;
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Sums of cargo test's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn bench(quick: bool) -> Result<ExitCode> {
@@ -159,4 +206,26 @@ fn bench(quick: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_add_up_cargo_test_result_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 215 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 4.56s");
+        t.add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        t.add("test foo ... ok");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 218,
+                failed: 1,
+                ignored: 2
+            }
+        );
+    }
 }
