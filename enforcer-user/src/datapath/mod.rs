@@ -75,7 +75,7 @@ use serde::Serialize;
 
 use self::{
     bpf_maps::{BpfMaps, is_not_found},
-    paths::{ALL_MAPS, ALL_PROGRAMS, check_bpffs, remove_pin},
+    paths::{ALL_MAPS, ALL_PROGRAMS, check_bpffs, detach_link_pin, remove_pin},
     tables::Tables,
 };
 pub use self::{
@@ -650,7 +650,7 @@ impl Datapath {
             }
             if let Err(e) = self.attach_hook(ifindex, &ifname, hook, host, &path) {
                 for done in &new_hooks {
-                    if let Err(undo) = remove_pin(&self.link_path(ifindex, *done, host)) {
+                    if let Err(undo) = detach_link_pin(&self.link_path(ifindex, *done, host)) {
                         tracing::warn!(error = %undo, "undoing a half attach");
                     }
                 }
@@ -713,7 +713,7 @@ impl Datapath {
         let mut done = Vec::new();
         for host in [false, true] {
             for hook in Hook::BOTH {
-                if remove_pin(&self.link_path(ifindex, hook, host))? {
+                if detach_link_pin(&self.link_path(ifindex, hook, host))? {
                     done.push(hook);
                 }
             }
