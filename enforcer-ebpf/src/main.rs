@@ -22,6 +22,9 @@
     allow(dead_code, reason = "the host build only type-checks the datapath")
 )]
 
+mod bench_floor;
+mod bench_gen;
+mod bench_linear;
 mod conntrack;
 mod events;
 mod maps;

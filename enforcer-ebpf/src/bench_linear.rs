@@ -1,0 +1,1 @@
+//! Benchmark-only program (being written); not attached by the agent.
