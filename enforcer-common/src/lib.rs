@@ -18,6 +18,8 @@
 //! policy or the new one, never a mix.
 #![no_std]
 
+pub mod bench;
+
 /// Version of the map layout; pins live under `/sys/fs/bpf/enforcer/v<LAYOUT_VERSION>/`.
 pub const LAYOUT_VERSION: u32 = 1;
 

@@ -6,12 +6,13 @@
 //! knows whether it travels like the original packet (from the initiator) or against it.
 //!
 //! An entry is live while `now - last_seen_ns` stays within its state's timeout. A live entry
-//! whose `generation` is the current policy generation allows the packet outright; an older
-//! one is re-checked against the current tables in the flow's original orientation.
+//! whose `generation` is the current policy generation allows the packet outright, before
+//! the endpoint lookup ([`lookup`]); an older one is re-checked against the current tables in
+//! the flow's original orientation ([`recheck`]).
 
 use enforcer_common::{
     ACTION_ALLOW, CT_ICMP_TYPE_CODE_SHIFT, CT_INITIATOR_A, CT_SEEN_REPLY, CT_TCP_FIN, CT_TCP_RST,
-    CT_TCP_SYN, CtKey, DIR_EGRESS, DIR_INGRESS, EndpointValue, REASON_ALLOW_CONNTRACK,
+    CT_TCP_SYN, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, EndpointValue, REASON_ALLOW_CONNTRACK,
     REASON_DENY_NO_VERDICT, REASON_DENY_POLICY, REASON_RECHECK,
 };
 
@@ -146,30 +147,45 @@ pub(crate) fn new_entry_flags(flow: &Flow, src_is_a: bool) -> u32 {
     flags
 }
 
-/// The packet's fate if it belongs to a live conntrack entry; `None` for a new flow (no
-/// entry, an expired one, or a TCP SYN reopening a closed flow's tuple).
+/// What conntrack knows about a packet's flow ([`lookup`]).
+pub(crate) enum Lookup {
+    /// A live entry of the current generation: the packet is allowed (the entry's
+    /// `last_seen_ns` and state bits are already updated). Needs no endpoint and no policy.
+    Allowed,
+    /// A live entry of an older generation: the flow must be judged again ([`recheck`]).
+    Stale(Stale),
+    /// No entry, an expired one, or a TCP SYN reopening a closed flow's tuple: a new flow.
+    New,
+}
+
+/// A live entry from an older policy generation, as [`lookup`] found it.
+pub(crate) struct Stale {
+    entry: *mut CtValue,
+    from_initiator: bool,
+    /// The entry's flags before this packet.
+    old_flags: u32,
+    /// The entry's flags with this packet's state bits added.
+    flags: u32,
+}
+
+/// Looks the packet's flow up. One `CONNTRACK` lookup; a live entry of the current
+/// generation is refreshed and allows the packet at once.
 #[inline(always)]
-pub(crate) fn established(
-    config: &Snapshot,
-    endpoint: &EndpointValue,
-    ifindex: u32,
-    dir: u8,
-    flow: &Flow,
-    ct: &CtRef,
-    now: u64,
-) -> Option<Outcome> {
-    let entry = CONNTRACK.get_ptr_mut(ct.key)?;
+pub(crate) fn lookup(config: &Snapshot, flow: &Flow, ct: &CtRef, now: u64) -> Lookup {
+    let Some(entry) = CONNTRACK.get_ptr_mut(ct.key) else {
+        return Lookup::New;
+    };
     // SAFETY: a successful lookup returns a pointer to the live element (RCU-protected for
     // the program's run); we copy it, and write back single fields.
     let old = unsafe { *entry };
     if now.saturating_sub(old.last_seen_ns) > timeout(flow.protocol, old.flags) {
-        return None;
+        return Lookup::New;
     }
     if flow.protocol == IPPROTO_TCP
         && old.flags & (CT_TCP_FIN | CT_TCP_RST) != 0
         && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     {
-        return None;
+        return Lookup::New;
     }
     let from_initiator = ct.src_is_a == (old.flags & CT_INITIATOR_A != 0);
     if flow.is_icmp() {
@@ -180,7 +196,7 @@ pub(crate) fn established(
             icmp_answers(flow.family, opened_by, flow.policy_port)
         };
         if !belongs {
-            return None;
+            return Lookup::New;
         }
     }
     let flags = old.flags | packet_bits(flow, from_initiator);
@@ -198,36 +214,62 @@ pub(crate) fn established(
                 (*entry).flags = flags;
             }
         }
-        return Some(Outcome::allow(REASON_ALLOW_CONNTRACK));
+        return Lookup::Allowed;
     }
+    Lookup::Stale(Stale {
+        entry,
+        from_initiator,
+        old_flags: old.flags,
+        flags,
+    })
+}
 
-    // The policy changed since the flow was allowed: judge its original packet again.
+/// Judges a flow from an older policy generation again, in its original orientation: still
+/// allowed → the entry moves to the current generation and the packet passes; now denied
+/// (or no verdict state) → the entry is removed and the packet dropped.
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one inlined step of the datapath; the packet's context, passed as is"
+)]
+pub(crate) fn recheck(
+    config: &Snapshot,
+    endpoint: &EndpointValue,
+    ifindex: u32,
+    dir: u8,
+    flow: &Flow,
+    ct: &CtRef,
+    stale: &Stale,
+    now: u64,
+) -> Outcome {
     count(REASON_RECHECK, dir);
-    let subject = original(flow, from_initiator, old.flags, dir);
+    let subject = original(flow, stale.from_initiator, stale.old_flags, dir);
     let verdict = policy::judge(config, endpoint, &subject);
     if let Some(v) = &verdict
         && v.action == ACTION_ALLOW
     {
-        // SAFETY: as above.
+        let entry = stale.entry;
+        // SAFETY: `entry` came from a successful `CONNTRACK` lookup in this run of the
+        // program (RCU keeps the element alive until it ends); single-field writes.
         unsafe {
             (*entry).generation = config.generation;
             (*entry).rule_id = v.rule_id;
             (*entry).last_seen_ns = now;
-            (*entry).flags = flags;
+            (*entry).flags = stale.flags;
         }
         if v.staged_action != v.action {
             events::report(ifindex, dir, &subject, verdict.as_ref(), now);
         }
-        return Some(Outcome::allow(REASON_ALLOW_CONNTRACK));
+        return Outcome::allow(REASON_ALLOW_CONNTRACK);
     }
     // Now denied (or no verdict state): cut the flow.
     let _ = CONNTRACK.remove(ct.key);
     events::report(ifindex, dir, &subject, verdict.as_ref(), now);
-    Some(Outcome::drop(if verdict.is_some() {
+    Outcome::drop(if verdict.is_some() {
         REASON_DENY_POLICY
     } else {
         REASON_DENY_NO_VERDICT
-    }))
+    })
 }
 
 /// Whether an ICMP message from the responder (`answer`, `type << 8 | code`) answers the

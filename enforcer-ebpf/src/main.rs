@@ -5,13 +5,14 @@
 //! * `enforcer_to_endpoint` runs at tc egress of that interface: the packets entering the
 //!   endpoint, judged by its ingress policy (`DIR_INGRESS`).
 //!
-//! Per packet ([`decide`]): read `CONFIG[0]` once, find the endpoint by `(slot, ifindex)`,
-//! parse the headers ([`parse`]), then either an established flow in conntrack
-//! ([`conntrack`]) or, for a new flow, the class lookups of the contract in
-//! `enforcer_common` ([`policy`]). Every packet counts exactly one final reason in
-//! `VERDICT_COUNTERS`; side events (re-check, conntrack full, event dropped) count on top.
-//! Allowed packets return `TCX_NEXT` (the next tcx program or the stack decides), denied ones
-//! `TC_ACT_SHOT`. `docs/datapath-kernel.md` has the rules, fail modes and timeouts.
+//! Per packet ([`decide`]): read `CONFIG[0]` once, parse the headers ([`parse`]), look the
+//! flow up in conntrack ([`conntrack`]): a live flow of the current generation passes there;
+//! otherwise find the endpoint by `(slot, ifindex)` and re-check the flow or, for a new flow,
+//! run the class lookups of the contract in `enforcer_common` ([`policy`]). Every packet
+//! counts exactly one final reason in `VERDICT_COUNTERS`; side events (re-check, conntrack
+//! full, event dropped) count on top. Allowed packets return `TCX_NEXT` (the next tcx program
+//! or the stack decides), denied ones `TC_ACT_SHOT`. `docs/datapath-kernel.md` has the rules,
+//! fail modes and timeouts.
 //!
 //! Built for `bpfel-unknown-none` by enforcer-user's build.rs; on the host it compiles to an
 //! empty `main` so `cargo clippy --workspace` covers it.
@@ -33,18 +34,17 @@ mod policy;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, tcx_action_base::TCX_NEXT},
-    helpers::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
 use enforcer_common::{
     CONFIG_FAIL_CLOSED, Config, DIR_EGRESS, DIR_INGRESS, EndpointKey, EndpointValue,
-    REASON_DENY_NO_ENDPOINT, REASON_DENY_UNPARSEABLE, REASON_PASS_FRAGMENT, REASON_PASS_ICMPV6_ND,
-    REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
+    REASON_ALLOW_CONNTRACK, REASON_DENY_NO_ENDPOINT, REASON_DENY_UNPARSEABLE, REASON_PASS_FRAGMENT,
+    REASON_PASS_ICMPV6_ND, REASON_PASS_NO_ENDPOINT, REASON_PASS_NON_IP,
 };
 
 use crate::{
-    maps::{CONFIG, ENDPOINTS, count},
+    maps::{CONFIG, ENDPOINTS, coarse_now, count},
     parse::Parsed,
 };
 
@@ -127,6 +127,12 @@ fn handle(ctx: &TcContext, dir: u8) -> i32 {
     outcome.verdict
 }
 
+/// The packet's fate. The order is chosen for the common case: an established flow of the
+/// current policy generation is allowed after the parse and ONE conntrack lookup, without the
+/// `ENDPOINTS` lookup: such an entry was created (or re-checked) under this generation, whose
+/// tables held the endpoint (every endpoint change is a new generation). Everything else
+/// looks the endpoint up first and keeps the rule that an interface missing from `ENDPOINTS`
+/// gets the fail-mode answer whatever its packets hold (see docs/datapath-kernel.md).
 #[inline(always)]
 fn decide(ctx: &TcContext, dir: u8) -> Outcome {
     let config = read_config();
@@ -134,32 +140,49 @@ fn decide(ctx: &TcContext, dir: u8) -> Outcome {
     // `__sk_buff` field for tc programs.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
 
-    let Some(endpoint) = endpoint(config.slot, ifindex) else {
-        return if config.flags & CONFIG_FAIL_CLOSED != 0 {
-            Outcome::drop(REASON_DENY_NO_ENDPOINT)
-        } else {
-            Outcome::allow(REASON_PASS_NO_ENDPOINT)
-        };
-    };
-
     let flow = match parse::parse(ctx) {
-        Ok(Parsed::Flow(flow)) => flow,
-        Ok(Parsed::NonIp) => return NON_IP,
-        Ok(Parsed::LaterFragment) => return NON_FIRST_FRAGMENT,
-        Err(parse::Unparseable) => return UNPARSEABLE,
+        Ok(Parsed::Flow(flow)) if !is_icmpv6_nd(&flow) => flow,
+        other => {
+            if endpoint(config.slot, ifindex).is_none() {
+                return no_endpoint(&config);
+            }
+            return match other {
+                Ok(Parsed::Flow(_)) => ICMPV6_ND,
+                Ok(Parsed::NonIp) => NON_IP,
+                Ok(Parsed::LaterFragment) => NON_FIRST_FRAGMENT,
+                Err(parse::Unparseable) => UNPARSEABLE,
+            };
+        }
     };
-    if is_icmpv6_nd(&flow) {
-        return ICMPV6_ND;
-    }
 
     // CLOCK_MONOTONIC at jiffy resolution: plenty for timeouts of seconds and event
-    // timestamps, and cheaper than `bpf_ktime_get_ns` (no clocksource read).
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // timestamps, and cheaper than `bpf_ktime_get_ns` (no clocksource read); cached per CPU
+    // for the jiffy.
+    let now = coarse_now();
     let ct = conntrack::key(ifindex, &flow);
-    match conntrack::established(&config, &endpoint, ifindex, dir, &flow, &ct, now) {
-        Some(outcome) => outcome,
-        None => policy::new_flow(&config, &endpoint, ifindex, dir, &flow, &ct, now),
+    let found = conntrack::lookup(&config, &flow, &ct, now);
+    if let conntrack::Lookup::Allowed = found {
+        return Outcome::allow(REASON_ALLOW_CONNTRACK);
+    }
+    let Some(endpoint) = endpoint(config.slot, ifindex) else {
+        return no_endpoint(&config);
+    };
+    match found {
+        conntrack::Lookup::Stale(stale) => {
+            conntrack::recheck(&config, &endpoint, ifindex, dir, &flow, &ct, &stale, now)
+        }
+        _ => policy::new_flow(&config, &endpoint, ifindex, dir, &flow, &ct, now),
+    }
+}
+
+/// An interface missing from `ENDPOINTS` (active slot): pass, or drop with
+/// `CONFIG_FAIL_CLOSED`.
+#[inline(always)]
+fn no_endpoint(config: &Snapshot) -> Outcome {
+    if config.flags & CONFIG_FAIL_CLOSED != 0 {
+        Outcome::drop(REASON_DENY_NO_ENDPOINT)
+    } else {
+        Outcome::allow(REASON_PASS_NO_ENDPOINT)
     }
 }
 

@@ -40,10 +40,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build (release) and run the benchmarks as root: prints tables, writes bench/results.md
-    /// and bench/*.csv (docs/benchmarks.md).
+    /// Build (release) and run the benchmarks as root: progress on stderr, tables on stdout;
+    /// writes bench/results.md, bench/*.csv and bench/*.png (docs/benchmarks.md).
     Bench {
-        /// Smaller sizes and fewer repetitions (about three minutes here).
+        /// Smaller sizes and fewer repetitions (a few minutes; the full run takes up to 30).
         #[arg(long)]
         quick: bool,
     },
@@ -173,34 +173,64 @@ fn bench(quick: bool) -> Result<ExitCode> {
     if effective_uid()? != 0 {
         bail!("xtask bench: the benchmarks load eBPF programs; run as root");
     }
-    let command = if quick {
-        "cargo xtask bench --quick"
-    } else {
-        "cargo xtask bench"
-    };
-    let mut run = cargo();
-    run.args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "enforcer-user",
-        "--features",
-        "testgen",
-        "--bin",
-        "enforcer-bench",
-        "--",
-        "--out",
-    ])
-    .arg(root.join("bench"))
-    .args(["--command", command]);
+    let started = Instant::now();
+    // The exact command, as typed (recorded in bench/results.md).
+    let command = std::iter::once("cargo xtask".to_string())
+        .chain(env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("xtask bench: building enforcer-bench (release)");
+    let build = cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "enforcer-user",
+            "--features",
+            "testgen",
+            "--bin",
+            "enforcer-bench",
+        ])
+        .current_dir(&root)
+        .status()
+        .context("building enforcer-bench")?;
+    if !build.success() {
+        bail!("xtask bench: building enforcer-bench failed ({build})");
+    }
+    let built = started.elapsed();
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let exe = target.join("release").join("enforcer-bench");
+    eprintln!(
+        "xtask bench: built in {:.0} s; running {} (progress below, tables at the end)",
+        built.as_secs_f64(),
+        if quick {
+            "the quick run"
+        } else {
+            "the full run"
+        }
+    );
+    let mut run = Command::new(&exe);
+    run.arg("--out")
+        .arg(root.join("bench"))
+        .args(["--command", &command]);
     if quick {
         run.arg("--quick");
     }
     let status = run
         .current_dir(&root)
         .status()
-        .context("running enforcer-bench")?;
+        .with_context(|| format!("running {}", exe.display()))?;
+    let total = started.elapsed();
+    eprintln!(
+        "xtask bench: {} in {:.0} s ({:.0} s build, {:.0} s benchmarks); results in {}",
+        if status.success() { "done" } else { "FAILED" },
+        total.as_secs_f64(),
+        built.as_secs_f64(),
+        (total - built).as_secs_f64(),
+        root.join("bench").join("results.md").display()
+    );
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {

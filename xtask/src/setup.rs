@@ -11,13 +11,19 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{cargo, ebpf_env, effective_uid, touch};
 
-/// Needed to build bpf-linker (against LLVM 22) and to link Rust at all, and by the tests.
+/// Needed to build bpf-linker (against LLVM 22) and to link Rust at all, by the tests
+/// (`iproute2`), and by the benchmarks: `iptables` (its `iptables-legacy-restore` and
+/// `iptables-nft-restore`) and `ipset` for the iptables reference of the packets/s section,
+/// `fonts-dejavu-core` for the text in the plots.
 const REQUIRED_PACKAGES: &[&str] = &[
     "build-essential",
     "zlib1g-dev",
     "llvm-22-dev",
     "libpolly-22-dev",
     "iproute2",
+    "iptables",
+    "ipset",
+    "fonts-dejavu-core",
 ];
 /// Nice to have: trafgen for the packets/s benchmarks.
 const OPTIONAL_PACKAGES: &[&str] = &["netsniff-ng"];

@@ -60,6 +60,11 @@ impl Bits {
         *self == Bits::ones(self.len)
     }
 
+    /// `self = other` (same length), without allocating.
+    pub fn copy_from(&mut self, other: &Bits) {
+        self.words.copy_from_slice(&other.words);
+    }
+
     /// `self &= other`.
     pub fn and_with(&mut self, other: &Bits) {
         for (a, b) in self.words.iter_mut().zip(&other.words) {

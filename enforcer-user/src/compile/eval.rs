@@ -23,8 +23,8 @@ use std::{
 
 use crate::{
     evaluator::{
-        DEFAULT_ALLOW_PROFILE, Endpoint, Options, Packet, policy_selects, policy_view,
-        rule_matches, sorted_policies,
+        DEFAULT_ALLOW_PROFILE, Endpoint, Options, Packet, RuleSelector, policy_selects,
+        policy_view, rule_matches, sorted_policies,
     },
     model::{
         Action, Direction, EntityRule, IcmpMatch, Inventory, Policy, PortSpec, Protocol, Rule,
@@ -70,12 +70,41 @@ struct Side {
 /// A non-Log rule, ready for evaluation by parts.
 pub(crate) struct RulePart {
     policy: usize,
+    dir: Direction,
     action: Action,
     decided: Option<Decided>,
     /// Index into `Ctx::commons`; `None`: the rule has no protocol/ICMP/IP-version match.
     common: Option<usize>,
     local: Side,
     peer: Side,
+    /// The part's peer shape (index into `PeerIndex::shapes`); `None` when its peer side
+    /// has no address part (the same value at every address).
+    peer_shape: Option<u32>,
+}
+
+/// Which rule parts can match which peer regions, so that a region evaluates only those.
+///
+/// Parts whose peer side is evaluated through an address part are grouped by *shape*: the
+/// evaluated entity rule (whole with named ports, without ports otherwise), the direction,
+/// and the policy's namespace and kind, which is all `rule_matches` reads of the policy.
+/// Parts of one shape have equal peer values at every address. Each shape is anchored by a
+/// necessary condition of `entity_matches` for a match:
+///
+/// - with `nets`: the address is in one of them, so the region is one of those nets or
+///   inside one (`by_net`, keyed by the net's region);
+/// - else with an active rule selector: some entity (pod, host endpoint, network set) owns
+///   or contains the address (`by_entity`);
+/// - else anywhere (`dense`).
+///
+/// A region that meets no anchor of a shape has the peer value `False` for its parts, as
+/// the full evaluation would give.
+#[derive(Default)]
+struct PeerIndex {
+    /// Per shape: a representative part, and every part of the shape.
+    shapes: Vec<(usize, Vec<usize>)>,
+    by_net: HashMap<usize, Vec<u32>>,
+    by_entity: Vec<u32>,
+    dense: Vec<u32>,
 }
 
 type CommonKey = (
@@ -125,6 +154,7 @@ pub(crate) struct Ctx<'a> {
     commons: Vec<[Bits; 2]>,
     views: [Vec<usize>; 2],
     ptr_index: HashMap<usize, usize>,
+    peer_index: PeerIndex,
     /// Failsafe cells per direction (ingress, egress): (combo, decision).
     failsafe: [Vec<(usize, Decided)>; 2],
 }
@@ -190,6 +220,102 @@ fn with_side(rule: &Rule, dir: Direction, local: bool, er: EntityRule) -> Rule {
         r.source = er;
     }
     r
+}
+
+/// The entity rule a part's peer side evaluates (`rule` is its `full` or `addr` rule): the
+/// peer is the destination for egress, the source for ingress.
+fn peer_entity(rule: &Rule, dir: Direction) -> &EntityRule {
+    match dir {
+        Direction::Egress => &rule.destination,
+        Direction::Ingress => &rule.source,
+    }
+}
+
+/// The rule a part's peer side is evaluated with, and whether it is the whole side (named
+/// ports); `None` when the peer side has no address part.
+fn shape_of(part: &RulePart) -> Option<(&Rule, bool)> {
+    match (&part.peer.full, &part.peer.addr) {
+        (Some(r), _) => Some((r, true)),
+        (None, Some(r)) => Some((r, false)),
+        (None, None) => None,
+    }
+}
+
+/// Groups the parts' peer sides into shapes and anchors them (see [`PeerIndex`]); sets each
+/// part's `peer_shape`.
+fn build_peer_index(
+    inv: &Inventory,
+    regions: &Regions,
+    parts: &mut [RulePart],
+) -> Result<PeerIndex, CompileError> {
+    let mut index = PeerIndex::default();
+    // Shapes by a text key; equal keys are confirmed with `==` (the key only narrows).
+    let mut by_key: HashMap<String, Vec<u32>> = HashMap::new();
+    let policy = |i: usize| {
+        inv.policies
+            .get(i)
+            .ok_or(CompileError::Internal("policy index out of range"))
+    };
+    for pi in 0..parts.len() {
+        let Some(part) = parts.get(pi) else { break };
+        let Some((rule, full)) = shape_of(part) else {
+            continue;
+        };
+        let p = policy(part.policy)?;
+        let er = peer_entity(rule, part.dir);
+        let key = format!(
+            "{:?}|{full}|{:?}|{:?}|{er:?}",
+            part.dir, p.kind, p.namespace
+        );
+        let candidates = by_key.entry(key).or_default();
+        let mut found = None;
+        for &s in candidates.iter() {
+            let Some(&(rep, _)) = index.shapes.get(s as usize) else {
+                continue;
+            };
+            let Some(other) = parts.get(rep) else { continue };
+            let Some((orule, ofull)) = shape_of(other) else {
+                continue;
+            };
+            let op = policy(other.policy)?;
+            if ofull == full
+                && other.dir == part.dir
+                && op.kind == p.kind
+                && op.namespace == p.namespace
+                && peer_entity(orule, other.dir) == er
+            {
+                found = Some(s);
+                break;
+            }
+        }
+        let s = match found {
+            Some(s) => s,
+            None => {
+                let s = index.shapes.len() as u32;
+                index.shapes.push((pi, Vec::new()));
+                candidates.push(s);
+                let nets: Option<Vec<usize>> =
+                    er.nets.iter().map(|n| regions.region_index(n)).collect();
+                match nets {
+                    Some(nets) if !nets.is_empty() => {
+                        for ri in nets {
+                            index.by_net.entry(ri).or_default().push(s);
+                        }
+                    }
+                    _ if RuleSelector::new(p, er).is_active() => index.by_entity.push(s),
+                    _ => index.dense.push(s),
+                }
+                s
+            }
+        };
+        if let Some((_, list)) = index.shapes.get_mut(s as usize) {
+            list.push(pi);
+        }
+        if let Some(part) = parts.get_mut(pi) {
+            part.peer_shape = Some(s);
+        }
+    }
+    Ok(index)
 }
 
 impl<'a> Ctx<'a> {
@@ -309,16 +435,19 @@ impl<'a> Ctx<'a> {
                     };
                     parts.push(RulePart {
                         policy: pi,
+                        dir,
                         action: rule.action,
                         decided,
                         common,
                         local: side(true),
                         peer: side(false),
+                        peer_shape: None,
                     });
                     part_index.insert((pi, dir, index), parts.len() - 1);
                 }
             }
         }
+        let peer_index = build_peer_index(inv, regions, &mut parts)?;
         let mut failsafe: [Vec<(usize, Decided)>; 2] = [Vec::new(), Vec::new()];
         if !inv.host_endpoints.is_empty() {
             for (d, list) in [(0, &opts.failsafe.inbound), (1, &opts.failsafe.outbound)] {
@@ -349,6 +478,7 @@ impl<'a> Ctx<'a> {
             commons,
             views,
             ptr_index,
+            peer_index,
             failsafe,
         })
     }
@@ -537,105 +667,271 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Where a rule part sits in a program, and which parts of it match regardless of the peer.
+struct ProgIndex {
+    /// (tier, index within the tier) of each part of the program.
+    pos: HashMap<usize, (u32, u32)>,
+    /// Per family (v4, v6), per tier: the parts whose peer side is the same at every address
+    /// and whose local side can match, as (index within the tier, part).
+    constant: [Vec<Vec<(u32, usize)>>; 2],
+}
+
 /// A set with its local parts indexed for evaluation.
 pub(crate) struct PreparedSet<'s> {
     data: &'s SetData,
     local: HashMap<usize, &'s [SideVal; 2]>,
+    /// Enforced and staged programs indexed.
+    progs: [ProgIndex; 2],
+    /// The staged program equals the enforced one (one walk serves both).
+    same_staged: bool,
 }
 
-impl<'s> PreparedSet<'s> {
-    pub fn new(data: &'s SetData) -> PreparedSet<'s> {
-        PreparedSet {
-            data,
-            local: data.local.iter().map(|(pi, v)| (*pi, v)).collect(),
-        }
-    }
+/// The peer-side values of one region: every rule part whose peer side depends on the
+/// address and does not rule the region out. Parts absent here are `False` at the region
+/// (their address part cannot hold: see `PeerIndex`), or have a constant peer side.
+pub(crate) struct PeerVals {
+    v6: bool,
+    /// (part, index into `vals`), sorted by part.
+    entries: Vec<(usize, u32)>,
+    vals: Vec<SideVal>,
 }
 
-/// Peer-side values of one region, computed on demand.
-pub(crate) struct PeerCache {
-    pub addr: IpAddr,
-    region: usize,
-    scoped: Option<Inventory>,
-    vals: HashMap<(usize, Direction), SideVal>,
-}
-
-impl PeerCache {
-    pub fn new(addr: IpAddr, region: usize) -> PeerCache {
-        PeerCache {
-            addr,
-            region,
-            scoped: None,
-            vals: HashMap::new(),
-        }
-    }
-}
+/// The parts of a set that a region's peer values touch: (part, index into
+/// `PeerVals::vals`), sorted by part.
+pub(crate) type Matched = Vec<(usize, u32)>;
 
 impl Ctx<'_> {
-    fn peer_val<'c>(
-        &self,
-        cache: &'c mut PeerCache,
-        pi: usize,
-        dir: Direction,
-    ) -> Result<&'c SideVal, CompileError> {
-        if !cache.vals.contains_key(&(pi, dir)) {
-            let part = self
-                .parts
-                .get(pi)
-                .ok_or(CompileError::Internal("rule part out of range"))?;
-            let v = if part.peer.addr.is_none() && part.peer.full.is_none() {
-                if part.peer.ports.is_some() {
-                    SideVal::PortBits
-                } else {
-                    SideVal::True
-                }
-            } else {
-                let (addr, region) = (cache.addr, cache.region);
-                let scoped = match &mut cache.scoped {
-                    Some(s) => &*s,
-                    s @ None => {
-                        &*s.insert(self.regions.scoped_inventory(self.inv, addr, Some(region)))
+    /// Indexes a set's local parts and programs for [`Ctx::peer_key`] and [`Ctx::evaluate`].
+    pub fn prepare<'s>(&self, data: &'s SetData) -> PreparedSet<'s> {
+        let local: HashMap<usize, &'s [SideVal; 2]> =
+            data.local.iter().map(|(pi, v)| (*pi, v)).collect();
+        let index = |prog: &Program| {
+            let mut pos = HashMap::new();
+            let mut constant: [Vec<Vec<(u32, usize)>>; 2] = [Vec::new(), Vec::new()];
+            for (ti, tier) in prog.tiers.iter().enumerate() {
+                let mut c: [Vec<(u32, usize)>; 2] = [Vec::new(), Vec::new()];
+                for (i, &pi) in tier.rules.iter().enumerate() {
+                    pos.insert(pi, (ti as u32, i as u32));
+                    let is_constant = self.parts.get(pi).is_some_and(|p| p.peer_shape.is_none());
+                    if !is_constant {
+                        continue;
                     }
-                };
-                self.side_val(part, false, scoped, addr, dir)?
-            };
-            cache.vals.insert((pi, dir), v);
+                    for (fam, list) in c.iter_mut().enumerate() {
+                        if local.get(&pi).is_some_and(|l| l[fam] != SideVal::False) {
+                            list.push((i as u32, pi));
+                        }
+                    }
+                }
+                let [c4, c6] = c;
+                constant[0].push(c4);
+                constant[1].push(c6);
+            }
+            ProgIndex { pos, constant }
+        };
+        let progs = [index(&data.enforced), index(&data.staged)];
+        PreparedSet {
+            data,
+            local,
+            progs,
+            same_staged: data.staged == data.enforced,
         }
-        cache
-            .vals
-            .get(&(pi, dir))
-            .ok_or(CompileError::Internal("peer cache"))
     }
 
-    /// Runs one program over every port cell for one peer region.
+    /// The peer values of a region (`addr` its representative; `has_entities`: some pod,
+    /// host endpoint or network set owns or contains the address). Only the parts whose
+    /// address part can hold there are evaluated, once per shape: those anchored at a net
+    /// containing the region, those needing an entity when there is one, and the rest.
+    pub fn peer_vals(
+        &self,
+        addr: IpAddr,
+        region: usize,
+        has_entities: bool,
+    ) -> Result<PeerVals, CompileError> {
+        let index = &self.peer_index;
+        let mut shapes: Vec<u32> = index.dense.clone();
+        let mut r = Some(region);
+        while let Some(ri) = r {
+            if let Some(s) = index.by_net.get(&ri) {
+                shapes.extend_from_slice(s);
+            }
+            r = self.regions.parent.get(ri).copied().flatten();
+        }
+        if has_entities {
+            shapes.extend_from_slice(&index.by_entity);
+        }
+        shapes.sort_unstable();
+        shapes.dedup();
+        let mut scoped: Option<Inventory> = None;
+        let mut entries = Vec::new();
+        let mut vals = Vec::new();
+        for s in shapes {
+            let (rep, parts) = index
+                .shapes
+                .get(s as usize)
+                .ok_or(CompileError::Internal("peer shape"))?;
+            let part = self
+                .parts
+                .get(*rep)
+                .ok_or(CompileError::Internal("rule part out of range"))?;
+            let inv = match &mut scoped {
+                Some(i) => &*i,
+                s @ None => &*s.insert(self.regions.scoped_inventory(self.inv, addr, Some(region))),
+            };
+            let v = self.side_val(part, false, inv, addr, part.dir)?;
+            if v == SideVal::False {
+                continue;
+            }
+            let vi = vals.len() as u32;
+            vals.push(v);
+            entries.extend(parts.iter().map(|&pi| (pi, vi)));
+        }
+        entries.sort_unstable();
+        Ok(PeerVals {
+            v6: addr.is_ipv6(),
+            entries,
+            vals,
+        })
+    }
+
+    /// What a set's verdicts depend on at one peer region: the family and the peer value of
+    /// each rule whose local side can match and whose peer side depends on the address
+    /// (sparse: (part, value code) pairs of the parts whose peer value is not `False`; parts
+    /// with a constant peer side are the same at every region). Regions with equal keys get
+    /// equal rows for the set. Bit patterns are numbered through `bits`. Also returns the
+    /// matched parts, for [`Ctx::evaluate`].
+    pub fn peer_key(
+        &self,
+        set: &PreparedSet<'_>,
+        pv: &PeerVals,
+        bits: &mut HashMap<Bits, u32>,
+    ) -> Result<((bool, Vec<u32>), Matched), CompileError> {
+        let fam = usize::from(pv.v6);
+        let mut matched: Matched = Vec::new();
+        if set.data.local.len() < pv.entries.len() {
+            for (pi, local) in &set.data.local {
+                if local[fam] == SideVal::False {
+                    continue;
+                }
+                if let Ok(at) = pv.entries.binary_search_by_key(pi, |(p, _)| *p) {
+                    matched.extend(pv.entries.get(at).copied());
+                }
+            }
+        } else {
+            for &(pi, vi) in &pv.entries {
+                if set.local.get(&pi).is_some_and(|l| l[fam] != SideVal::False) {
+                    matched.push((pi, vi));
+                }
+            }
+        }
+        let mut key = Vec::with_capacity(matched.len() * 2);
+        for &(pi, vi) in &matched {
+            let code = match pv.vals.get(vi as usize) {
+                Some(SideVal::False) | None => return Err(CompileError::Internal("peer value")),
+                Some(SideVal::True) => 1,
+                Some(SideVal::PortBits) => 2,
+                Some(SideVal::Bits(b)) => {
+                    let n = bits.len() as u32;
+                    3 + match bits.get(b) {
+                        Some(&id) => id,
+                        None => {
+                            bits.insert(b.clone(), n);
+                            n
+                        }
+                    }
+                }
+            };
+            key.push(pi as u32);
+            key.push(code);
+        }
+        Ok(((pv.v6, key), matched))
+    }
+
+    /// Runs one program over every port cell for one peer region: the program's parts with
+    /// a constant peer side, and the `matched` ones, in program order.
     fn run(
         &self,
-        set: &SetData,
-        prog: &Program,
-        local: &HashMap<usize, &[SideVal; 2]>,
-        cache: &mut PeerCache,
+        set: &PreparedSet<'_>,
+        staged: bool,
+        pv: &PeerVals,
+        matched: &[(usize, u32)],
     ) -> Result<Vec<Decided>, CompileError> {
+        let data = set.data;
+        let (prog, index) = if staged {
+            (&data.staged, &set.progs[1])
+        } else {
+            (&data.enforced, &set.progs[0])
+        };
         let n = self.ports.combos.len();
-        let fam = usize::from(cache.addr.is_ipv6());
+        let fam = usize::from(pv.v6);
+        let mut items: Vec<(u32, u32, usize, Option<u32>)> = matched
+            .iter()
+            .filter_map(|&(pi, vi)| {
+                let &(t, i) = index.pos.get(&pi)?;
+                Some((t, i, pi, Some(vi)))
+            })
+            .collect();
+        items.sort_unstable();
         let mut out: Vec<Option<Decided>> = vec![None; n];
         let mut undecided = Bits::ones(n);
-        if set.host {
-            for &(c, d) in &self.failsafe[dir_idx(set.direction)] {
-                out[c] = Some(d);
+        if data.host {
+            for &(c, d) in &self.failsafe[dir_idx(data.direction)] {
+                if let Some(o) = out.get_mut(c) {
+                    *o = Some(d);
+                }
                 undecided.clear(c);
             }
         }
-        for tier in &prog.tiers {
-            let mut in_tier = undecided.clone();
-            for &pi in &tier.rules {
+        let mut in_tier = Bits::zeros(n);
+        let mut m = Bits::zeros(n);
+        let mut next = 0;
+        for (ti, tier) in prog.tiers.iter().enumerate() {
+            let ti = ti as u32;
+            let constant: &[(u32, usize)] = index
+                .constant
+                .get(fam)
+                .and_then(|c| c.get(ti as usize))
+                .map_or(&[], |c| c.as_slice());
+            // This tier's matched parts.
+            while items.get(next).is_some_and(|it| it.0 < ti) {
+                next += 1;
+            }
+            let start = next;
+            while items.get(next).is_some_and(|it| it.0 == ti) {
+                next += 1;
+            }
+            let tier_items = items.get(start..next).unwrap_or(&[]);
+            in_tier.copy_from(&undecided);
+            // Merge the constant parts and the matched ones by position.
+            let (mut a, mut b) = (0, 0);
+            loop {
                 if in_tier.is_zero() {
                     break;
                 }
+                let (pi, peer) = match (constant.get(a), tier_items.get(b)) {
+                    (Some(&(ia, pa)), Some(&(_, ib, pb, vb))) => {
+                        if ia < ib {
+                            a += 1;
+                            (pa, None)
+                        } else {
+                            b += 1;
+                            (pb, vb)
+                        }
+                    }
+                    (Some(&(_, pa)), None) => {
+                        a += 1;
+                        (pa, None)
+                    }
+                    (None, Some(&(_, _, pb, vb))) => {
+                        b += 1;
+                        (pb, vb)
+                    }
+                    (None, None) => break,
+                };
                 let part = self
                     .parts
                     .get(pi)
                     .ok_or(CompileError::Internal("rule part out of range"))?;
-                let mut m = in_tier.clone();
+                m.copy_from(&in_tier);
                 if let Some(ci) = part.common {
                     let c = self
                         .commons
@@ -643,7 +939,8 @@ impl Ctx<'_> {
                         .ok_or(CompileError::Internal("common part"))?;
                     m.and_with(&c[fam]);
                 }
-                let lv = local
+                let lv = set
+                    .local
                     .get(&pi)
                     .ok_or(CompileError::Internal("local part missing"))?;
                 match &lv[fam] {
@@ -659,7 +956,16 @@ impl Ctx<'_> {
                 if m.is_zero() {
                     continue;
                 }
-                match self.peer_val(cache, pi, set.direction)? {
+                // A constant peer side is `PortBits` with ports, `True` without.
+                let peer_val = match peer {
+                    Some(vi) => pv
+                        .vals
+                        .get(vi as usize)
+                        .ok_or(CompileError::Internal("peer value"))?,
+                    None if part.peer.ports.is_some() => &SideVal::PortBits,
+                    None => &SideVal::True,
+                };
+                match peer_val {
                     SideVal::False => continue,
                     SideVal::True => {}
                     SideVal::PortBits => {
@@ -675,7 +981,9 @@ impl Ctx<'_> {
                 in_tier.and_not(&m);
                 if let Some(d) = part.decided {
                     for c in m.ones_iter() {
-                        out[c] = Some(d);
+                        if let Some(o) = out.get_mut(c) {
+                            *o = Some(d);
+                        }
                     }
                     undecided.and_not(&m);
                 } else {
@@ -684,7 +992,9 @@ impl Ctx<'_> {
             }
             if let Some(d) = tier.default {
                 for c in in_tier.ones_iter() {
-                    out[c] = Some(d);
+                    if let Some(o) = out.get_mut(c) {
+                        *o = Some(d);
+                    }
                 }
                 undecided.and_not(&in_tier);
             }
@@ -692,47 +1002,19 @@ impl Ctx<'_> {
         Ok(out.into_iter().map(|d| d.unwrap_or(prog.end)).collect())
     }
 
-    /// What a set's verdicts depend on at one peer region: the family and the peer value of
-    /// each rule whose local side can match. Regions with equal keys get equal rows for the
-    /// set. Bit patterns are numbered through `bits`.
-    pub fn peer_key(
-        &self,
-        set: &PreparedSet<'_>,
-        cache: &mut PeerCache,
-        bits: &mut HashMap<Bits, u32>,
-    ) -> Result<(bool, Vec<u32>), CompileError> {
-        let v6 = cache.addr.is_ipv6();
-        let fam = usize::from(v6);
-        let mut key = Vec::with_capacity(set.data.local.len());
-        for (pi, local) in &set.data.local {
-            if local[fam] == SideVal::False {
-                continue;
-            }
-            key.push(match self.peer_val(cache, *pi, set.data.direction)? {
-                SideVal::False => 0,
-                SideVal::True => 1,
-                SideVal::PortBits => 2,
-                SideVal::Bits(b) => {
-                    let n = bits.len() as u32;
-                    3 + *bits.entry(b.clone()).or_insert(n)
-                }
-            });
-        }
-        Ok((v6, key))
-    }
-
     /// The (enforced, staged) decisions of a set for one peer region, per port cell.
+    /// `matched` is what [`Ctx::peer_key`] returned for the set and region.
     pub fn evaluate(
         &self,
         set: &PreparedSet<'_>,
-        cache: &mut PeerCache,
+        pv: &PeerVals,
+        matched: &[(usize, u32)],
     ) -> Result<Vec<(Decided, Decided)>, CompileError> {
-        let data = set.data;
-        let enforced = self.run(data, &data.enforced, &set.local, cache)?;
-        let staged = if data.staged == data.enforced {
+        let enforced = self.run(set, false, pv, matched)?;
+        let staged = if set.same_staged {
             enforced.clone()
         } else {
-            self.run(data, &data.staged, &set.local, cache)?
+            self.run(set, true, pv, matched)?
         };
         Ok(enforced.into_iter().zip(staged).collect())
     }

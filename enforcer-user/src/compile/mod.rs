@@ -54,7 +54,7 @@ use crate::{
 };
 
 use self::{
-    eval::{Ctx, Decided, PeerCache, PreparedSet, SetData},
+    eval::{Ctx, Decided, PreparedSet, SetData},
     peers::{Membership, Regions},
     ports::{PortSpace, is_family_icmp},
 };
@@ -504,6 +504,9 @@ fn most_frequent<'a, T: Ord + Copy + 'a>(values: impl Iterator<Item = &'a T>) ->
 /// Compiles the inventory (enforced and staged policies) into verdict tables.
 pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError> {
     let started = Instant::now();
+    let trace_on = std::env::var_os("TRACE_COMPILE").is_some();
+    let mut trace_t = Instant::now();
+    macro_rules! TRACEPHASE { ($n:expr) => { if trace_on { eprintln!("phase before {}: {:.1} ms {}", $n, trace_t.elapsed().as_secs_f64()*1e3, std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM")).collect::<Vec<_>>().join(" ")); trace_t = Instant::now(); } } }
     let eps = endpoints(inv)?;
     let tiers = sorted_tiers(inv);
     let workload_namespaces: BTreeSet<String> = eps
@@ -513,10 +516,15 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             EndpointId::Host { .. } => None,
         })
         .collect();
+    TRACEPHASE!("rules");
     let rules = RuleTable::build(inv, opts, &tiers, &workload_namespaces);
+    TRACEPHASE!("regions");
     let regions = Regions::build(inv);
+    TRACEPHASE!("ports");
     let space = PortSpace::build(inv, opts, !inv.host_endpoints.is_empty());
+    TRACEPHASE!("ctx");
     let ctx = Ctx::new(inv, opts, &regions, &space, &rules, &tiers)?;
+    TRACEPHASE!("setloop");
 
     // Policy sets, grouped by exact signature. Endpoints with the same identity (kind, what
     // selectors see of them, and their addresses' memberships) have the same sets: compute
@@ -566,7 +574,8 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     }
     drop(set_ids);
     drop(by_identity);
-    let prepared: Vec<PreparedSet<'_>> = sets.iter().map(PreparedSet::new).collect();
+    TRACEPHASE!("sets");
+    let prepared: Vec<PreparedSet<'_>> = sets.iter().map(|s| ctx.prepare(s)).collect();
 
     // Walk every region: its row over (sets × port cells) is its behaviour; equal rows make
     // one peer class. Each new row also refines the port cells.
@@ -604,17 +613,17 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             region_class[ri] = Some(k);
             continue;
         }
-        let mut cache = PeerCache::new(addr, ri);
+        let pv = ctx.peer_vals(addr, ri, membership.has_entities())?;
         let mut row_ids = Vec::with_capacity(sets.len());
         for (si, set) in prepared.iter().enumerate() {
-            let key = ctx.peer_key(set, &mut cache, &mut bit_patterns)?;
+            let (key, matched) = ctx.peer_key(set, &pv, &mut bit_patterns)?;
             let known = row_of_key.get(si).and_then(|m| m.get(&key)).copied();
             let row_id = match known {
                 Some(id) => id,
                 None => {
                     let mut last: Option<((Decided, Decided), u32)> = None;
                     let mut row = Vec::with_capacity(space.combos.len());
-                    for pair in ctx.evaluate(set, &mut cache)? {
+                    for pair in ctx.evaluate(set, &pv, &matched)? {
                         let id = match last {
                             Some((p, id)) if p == pair => id,
                             _ => *pair_ids.entry(pair).or_insert_with(|| {
@@ -652,6 +661,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         region_class[ri] = Some(class);
         by_membership.insert(membership, class);
     }
+    TRACEPHASE!("walk");
     drop(row_of_key);
 
     // Port classes: the "other protocol" interval (first, when present) gets class 0.
@@ -733,6 +743,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             .collect(),
     );
 
+    TRACEPHASE!("portclasses");
     // Peer prefixes: a region is written only when its class differs from the class the
     // LPM would otherwise find (its nearest written ancestor's).
     let mut effective: Vec<Option<u32>> = vec![None; regions.len()];
@@ -769,6 +780,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         };
     }
 
+    TRACEPHASE!("peerprefixes");
     // Per-set tables over (peer class × port class), compressed, then deduplicated. Each
     // distinct row is compressed once: its default (the most frequent value) and exceptions.
     let n_classes = classes.values.len();
@@ -856,7 +868,9 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             },
         );
     }
+    TRACEPHASE!("tables");
     let set_tables = tables.values;
+    TRACEPHASE!("end");
     let verdict_entries = set_tables
         .iter()
         .map(|t| {

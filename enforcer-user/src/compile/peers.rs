@@ -46,6 +46,14 @@ pub(crate) struct Membership {
     rule_nets: Vec<usize>,
 }
 
+impl Membership {
+    /// Whether some entity (pod, host endpoint, network set) owns or contains the address:
+    /// only then can an active rule selector pick it.
+    pub fn has_entities(&self) -> bool {
+        !self.pods.is_empty() || !self.heps.is_empty() || !self.sets.is_empty()
+    }
+}
+
 fn rule_nets(er: &EntityRule) -> impl Iterator<Item = &IpNet> {
     er.nets.iter().chain(&er.not_nets)
 }
@@ -248,6 +256,11 @@ impl Regions {
 
     pub fn len(&self) -> usize {
         self.nets.len()
+    }
+
+    /// The region of a prefix (host bits ignored), if it is one.
+    pub fn region_index(&self, net: &IpNet) -> Option<usize> {
+        self.index.get(&net.trunc()).copied()
     }
 
     /// The region an address falls in: its longest matching prefix.

@@ -858,3 +858,329 @@ fn icmp_types_are_read_only_for_the_family_protocol() {
         (1, 0x0303, 0)
     );
 }
+
+/// Copies of the benchmark's generated inventories (`enforcer-bench`'s `inventories.rs`, which
+/// lives in the binary and cannot be imported here), for the scaling and output-stability
+/// harnesses below.
+pub(crate) mod bench_inv {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+    use super::{labels, origin};
+    use crate::{
+        model::{
+            Action, Direction, EntityRule, Inventory, Namespace, NetworkSet, Pod, Policy,
+            PolicyKind, PortSpec, Protocol, Rule, StagedAction,
+        },
+        selector::Selector,
+    };
+
+    const GROUPS: usize = 10;
+
+    fn pod_v4(i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(0xac10_0000u32 + i as u32 + 1)
+    }
+    fn pod_v6(i: usize) -> Ipv6Addr {
+        Ipv6Addr::from(0xfd00_0172_0000_0000_0000_0000_0000_0000u128 + i as u128 + 1)
+    }
+    fn rule_v4(r: usize) -> Ipv4Net {
+        let base = 0x0a00_0000u32 | ((r as u32 & 0xf_ffff) << 4);
+        Ipv4Net::new(Ipv4Addr::from(base), 28).unwrap()
+    }
+    fn rule_v6(r: usize) -> Ipv6Net {
+        let base = 0xfd00_0010_0000_0000_0000_0000_0000_0000u128 | ((r as u128) << 4);
+        Ipv6Net::new(Ipv6Addr::from(base), 124).unwrap()
+    }
+    fn rule_port(r: usize) -> u16 {
+        1000 + (r % 16) as u16
+    }
+
+    fn allow_from(nets: Vec<IpNet>, selector: Option<Selector>, port: u16) -> Rule {
+        Rule {
+            action: Action::Allow,
+            protocol: Some(Protocol::TCP),
+            not_protocol: None,
+            icmp: None,
+            not_icmp: None,
+            ip_version: None,
+            source: EntityRule {
+                nets,
+                selector,
+                ..EntityRule::default()
+            },
+            destination: EntityRule {
+                ports: vec![PortSpec::Range(port, port)],
+                ..EntityRule::default()
+            },
+            annotations: Default::default(),
+        }
+    }
+
+    fn policy(j: usize, selector: Selector, ingress: Vec<Rule>) -> Policy {
+        Policy {
+            kind: PolicyKind::GlobalNetworkPolicy,
+            namespace: None,
+            name: format!("bench-{j}"),
+            tier: "default".into(),
+            order: Some(j as f64),
+            selector,
+            namespace_selector: None,
+            service_account_selector: None,
+            types: vec![Direction::Ingress],
+            types_explicit: true,
+            ingress,
+            egress: Vec::new(),
+            apply_on_forward: false,
+            pre_dnat: false,
+            do_not_track: false,
+            staged_action: StagedAction::Set,
+            origin: origin(),
+        }
+    }
+
+    fn pods(inv: &mut Inventory, endpoints: usize) {
+        inv.namespaces.push(Namespace {
+            name: "bench".into(),
+            labels: labels(&[("kubernetes.io/metadata.name", "bench")]),
+            origin: origin(),
+        });
+        for i in 0..endpoints {
+            let g = format!("g{}", i % GROUPS);
+            let mut p = super::pod(
+                "bench",
+                &format!("p{i}"),
+                &[("app", "bench"), ("group", &g)],
+                &[],
+            );
+            p.ips = vec![IpAddr::V4(pod_v4(i)), IpAddr::V6(pod_v6(i))];
+            inv.pods.push(p);
+        }
+    }
+
+    pub(crate) fn rules_inventory(rules: usize, endpoints: usize) -> Inventory {
+        let mut inv = Inventory::default();
+        pods(&mut inv, endpoints);
+        let all = Selector::parse("all()").unwrap();
+        for j in 0..rules.div_ceil(10) {
+            let ingress = (j * 10..((j + 1) * 10).min(rules))
+                .map(|r| {
+                    allow_from(
+                        vec![IpNet::V4(rule_v4(r)), IpNet::V6(rule_v6(r))],
+                        None,
+                        rule_port(r),
+                    )
+                })
+                .collect();
+            inv.policies.push(policy(j, all.clone(), ingress));
+        }
+        inv
+    }
+
+    fn random_cidrs(n: usize, seed: u64) -> Vec<Ipv4Net> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let x = s;
+                let addr = 0x0b00_0000u32 + (x as u32 % (0x7f00_0000 - 0x0b00_0000));
+                let len = 24 + ((x >> 32) % 9) as u8;
+                Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc()
+            })
+            .collect()
+    }
+
+    pub(crate) fn netset_inventory(cidrs: usize) -> Inventory {
+        let mut inv = rules_inventory(10, 10);
+        inv.network_sets.push(NetworkSet {
+            namespace: None,
+            name: "bench-set".into(),
+            labels: labels(&[("set", "bench")]),
+            nets: random_cidrs(cidrs, 42)
+                .into_iter()
+                .map(IpNet::V4)
+                .collect(),
+            origin: origin(),
+        });
+        let rule = allow_from(
+            Vec::new(),
+            Some(Selector::parse("set == 'bench'").unwrap()),
+            443,
+        );
+        inv.policies.push(policy(
+            1_000_000,
+            Selector::parse("all()").unwrap(),
+            vec![rule],
+        ));
+        inv
+    }
+
+    pub(crate) fn control_plane_inventory(policies: usize, endpoints: usize) -> Inventory {
+        let mut inv = Inventory::default();
+        pods(&mut inv, endpoints);
+        for j in 0..policies {
+            let g = j % GROUPS;
+            let rules = vec![
+                allow_from(
+                    vec![IpNet::V4(rule_v4(j)), IpNet::V6(rule_v6(j))],
+                    None,
+                    rule_port(j),
+                ),
+                allow_from(
+                    Vec::new(),
+                    Some(Selector::parse(&format!("group == 'g{}'", (g + 1) % GROUPS)).unwrap()),
+                    rule_port(j + 1),
+                ),
+            ];
+            inv.policies.push(policy(
+                j,
+                Selector::parse(&format!("group == 'g{g}'")).unwrap(),
+                rules,
+            ));
+        }
+        inv
+    }
+}
+
+/// The compiled output in a canonical text form (its `Debug`, elapsed time cleared), for
+/// output-stability checks.
+fn canonical_json(mut c: Compiled) -> String {
+    c.stats.elapsed = std::time::Duration::ZERO;
+    // The rule table's lookup maps are hash maps: print its entries only.
+    let rules: Vec<&RuleInfo> = c.rules.iter().collect();
+    format!(
+        "endpoints {:?}\npeers_v4 {:?}\npeers_v6 {:?}\nport_prefixes {:?}\nsrc {}\nsets {:?}\nrules {rules:?}\nstats {:?}\n",
+        c.endpoints, c.peers_v4, c.peers_v6, c.port_prefixes, c.uses_src_ports, c.sets, c.stats
+    )
+}
+
+/// Inventories whose compiled output is compared before and after compiler changes: bench
+/// inventories, the conformance corpus, the production example, and deterministic random
+/// `testgen` inventories.
+fn stability_inventories() -> Vec<(String, Inventory, Options)> {
+    use proptest::strategy::{Strategy, ValueTree};
+    let mut out = vec![
+        (
+            "cp-300x300".to_string(),
+            bench_inv::control_plane_inventory(300, 300),
+            Options::default(),
+        ),
+        (
+            "rules-1000x10".to_string(),
+            bench_inv::rules_inventory(1000, 10),
+            Options::default(),
+        ),
+        (
+            "netset-2000".to_string(),
+            bench_inv::netset_inventory(2000),
+            Options::default(),
+        ),
+        (
+            "synthetic-1000-100-100".to_string(),
+            synthetic(1000, 100, 100),
+            Options::default(),
+        ),
+    ];
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/conformance"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let objects = match text.find("\n---") {
+            Some(at) => format!("# header{}", &text[at..]),
+            None => String::new(),
+        };
+        if let Ok(inv) = crate::sources::load_str(&objects, &f) {
+            let name = f.file_stem().unwrap().to_string_lossy().to_string();
+            out.push((name, inv, Options::default()));
+        }
+    }
+    if let Ok(inv) = crate::sources::load_paths(&[root.join("examples/production")]) {
+        out.push(("production".to_string(), inv, Options::default()));
+    }
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (crate::testgen::inventory(), crate::testgen::options());
+    for i in 0..300 {
+        let (inv, opts) = strategy.new_tree(&mut runner).unwrap().current();
+        out.push((format!("random-{i:03}"), inv, opts));
+    }
+    out
+}
+
+/// Writes every stability inventory's compiled output to `$COMPILE_DUMP_DIR/<name>.json`, or,
+/// with `COMPILE_COMPARE_DIR`, compares against such a dump. Run with
+/// `cargo test --release -p enforcer-user --lib compile::tests::compiled_output_dump -- --ignored`.
+#[test]
+#[ignore]
+fn compiled_output_dump() {
+    let dump = std::env::var("COMPILE_DUMP_DIR").ok().map(PathBuf::from);
+    let compare = std::env::var("COMPILE_COMPARE_DIR").ok().map(PathBuf::from);
+    if let Some(d) = &dump {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut differ = Vec::new();
+    let mut n = 0;
+    for (name, inv, opts) in stability_inventories() {
+        let out = match compile(&inv, &opts) {
+            Ok(c) => canonical_json(c),
+            Err(e) => format!("error: {e}"),
+        };
+        n += 1;
+        if let Some(d) = &dump {
+            std::fs::write(d.join(format!("{name}.txt")), &out).unwrap();
+        }
+        if let Some(d) = &compare {
+            let before = std::fs::read_to_string(d.join(format!("{name}.txt"))).unwrap();
+            if before != out {
+                differ.push(name);
+            }
+        }
+    }
+    println!("{n} inventories compiled");
+    assert!(differ.is_empty(), "outputs differ: {differ:?}");
+}
+
+/// Compile time of the benchmark's inventories: `COMPILE_SCALE` lists cases such as
+/// `cp:1000:1000,rules:10000:10,netset:100000` (default: a small set). Reports compile ms
+/// and the process's peak RSS so far (run one case per process for per-case peaks).
+#[test]
+#[ignore]
+fn bench_inventories_scaling() {
+    let spec = std::env::var("COMPILE_SCALE").unwrap_or_else(|_| "cp:1000:1000,rules:1000:10".into());
+    for case in spec.split(',') {
+        let parts: Vec<&str> = case.split(':').collect();
+        let num = |i: usize| parts.get(i).and_then(|s| s.parse::<usize>().ok()).unwrap_or(10);
+        let t = std::time::Instant::now();
+        let inv = match parts[0] {
+            "cp" => bench_inv::control_plane_inventory(num(1), num(2)),
+            "rules" => bench_inv::rules_inventory(num(1), num(2)),
+            "netset" => bench_inv::netset_inventory(num(1)),
+            other => panic!("unknown case {other}"),
+        };
+        let build = t.elapsed();
+        let c = compile(&inv, &Options::default()).unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .unwrap_or("")
+            .to_string();
+        println!(
+            "{case}: build {:.1} ms compile {:.1} ms; sets {} peer classes {} dst port classes {} \
+             peer prefixes {} verdict entries {}; {hwm}",
+            build.as_secs_f64() * 1e3,
+            c.stats.elapsed.as_secs_f64() * 1e3,
+            c.stats.sets,
+            c.stats.peer_classes_v4 + c.stats.peer_classes_v6,
+            c.stats.dst_port_classes,
+            c.stats.peer_prefixes,
+            c.stats.verdict_entries,
+        );
+    }
+}

@@ -2,26 +2,34 @@
 //! `docs/benchmarks.md`). Needs root and the real eBPF object; built with the `testgen`
 //! feature (it uses `enforcer_user::testsupport` for pin bases and frames).
 //!
-//! - Per-packet cost of the TC program under `BPF_PROG_TEST_RUN`, in ns/packet, as rules,
-//!   endpoints and network-set CIDRs grow, IPv4 and IPv6.
-//! - Control plane: compile + program time and peak RSS for N policies × M endpoints (each
-//!   size in a child process, so peak RSS is that size's own), and the time of one rule change.
+//! Sections (one module each, all returning a [`report::Section`]):
+//! - `packet`: per-packet cost under `BPF_PROG_TEST_RUN` (ns/packet) against the floors, as
+//!   rules, endpoints and network-set CIDRs grow, IPv4 and IPv6;
+//! - `control`: compile + program time, peak RSS and map memory for N policies × M endpoints,
+//!   and the change latency (a policy edited, a pod added) until a packet gets the new verdict;
+//! - `pps`: packets/s through a veth pair; `linear`: the linear-scan eBPF reference.
 //!
-//! Output: tables on stdout (progress on stderr), `<out>/datapath.csv`,
-//! `<out>/control_plane.csv` and `<out>/results.md`.
+//! The full run writes `<out>/results.md` (command, machine, every section, the aims table,
+//! the plots), the sections' CSV files and PNG plots; tables go to stdout, progress to stderr.
+//! Sizes that may take long run in child processes of this binary with a time limit
+//! (`--packet-child`, `--control-plane-child`).
 
 use std::{
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr},
+    io::Read as _,
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::PathBuf,
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
     time::{Duration, Instant},
 };
 
+mod control;
 mod flat;
 mod inventories;
 mod iptables;
 mod linear;
+mod packet;
 mod plot;
 mod pps;
 mod report;
@@ -39,16 +47,16 @@ use enforcer_user::{
     compile::{EndpointId, MapEntries, compile, to_map_entries},
     datapath::{Datapath, OpenOptions},
     evaluator::{Options, Packet},
-    model::{Inventory, PortSpec, Protocol},
+    model::{Inventory, Protocol},
     testsupport::{PinBase, frame},
 };
 
 /// `TCX_NEXT`: allowed.
-const PASS: u32 = u32::MAX;
+pub(crate) const PASS: u32 = u32::MAX;
 /// `TC_ACT_SHOT`.
-const DROP: u32 = 2;
+pub(crate) const DROP: u32 = 2;
 /// Loopback: the device a tc `BPF_PROG_TEST_RUN` gives the skb; the endpoint under test.
-const LO: u32 = 1;
+pub(crate) const LO: u32 = 1;
 
 #[derive(Parser)]
 #[command(about = "Enforcer benchmarks (run through `cargo xtask bench`)")]
@@ -56,7 +64,7 @@ struct Args {
     /// Smaller sizes and fewer repetitions (a few minutes).
     #[arg(long)]
     quick: bool,
-    /// Where results.md and the CSV files go.
+    /// Where results.md, the CSV files and the plots go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
     /// The command line to record in results.md.
@@ -65,18 +73,29 @@ struct Args {
     /// Internal: run one control-plane size in this process and print one result line.
     #[arg(long, num_args = 2, value_names = ["POLICIES", "ENDPOINTS"], hide = true)]
     control_plane_child: Option<Vec<usize>>,
+    /// Internal: measure one per-packet size in this process and print one result line.
+    #[arg(long, num_args = 2, value_names = ["AXIS", "SIZE"], hide = true)]
+    packet_child: Option<Vec<String>>,
+    /// Profiling aid: program the rules axis at RULES and loop one case (established, denied,
+    /// new) under BPF_PROG_TEST_RUN for SECONDS (run `perf record -a -g` alongside).
+    #[arg(long, num_args = 3, value_names = ["CASE", "RULES", "SECONDS"])]
+    spin: Option<Vec<String>>,
     /// Run only this section (its module's name, e.g. `pps`) and print it; for development.
     #[arg(long)]
     section: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Generated inventories
+// Shared by the sections
 // ---------------------------------------------------------------------------------------------
 
-/// Map entries with pod 0 on loopback (the test-run device) and pod i on a made-up ifindex,
-/// so `ENDPOINTS` holds every endpoint.
-fn entries(inv: &Inventory, under_test: bool) -> Result<(MapEntries, Duration, Duration)> {
+/// Map entries with pod 0 on loopback (the test-run device) when `under_test`, and pod i on a
+/// made-up ifindex, so `ENDPOINTS` holds every endpoint. Also returns the compile and render
+/// times.
+pub(crate) fn entries(
+    inv: &Inventory,
+    under_test: bool,
+) -> Result<(MapEntries, Duration, Duration)> {
     let started = Instant::now();
     let compiled = compile(inv, &Options::default()).context("compile")?;
     let compile_time = started.elapsed();
@@ -96,20 +115,17 @@ fn entries(inv: &Inventory, under_test: bool) -> Result<(MapEntries, Duration, D
     Ok((entries, compile_time, started.elapsed()))
 }
 
-// ---------------------------------------------------------------------------------------------
-// The datapath under BPF_PROG_TEST_RUN
-// ---------------------------------------------------------------------------------------------
-
-/// Field order is drop order: handles close before the pin base goes.
-struct Bench {
-    dp: Datapath,
-    to_endpoint: SchedClassifier,
-    conntrack: HashMap<MapData, CtKey, CtValue>,
+/// The datapath under `BPF_PROG_TEST_RUN`. Field order is drop order: handles close before
+/// the pin base goes.
+pub(crate) struct Bench {
+    pub dp: Datapath,
+    pub to_endpoint: SchedClassifier,
+    pub conntrack: HashMap<MapData, CtKey, CtValue>,
     _pins: PinBase,
 }
 
 impl Bench {
-    fn open(tag: &str) -> Result<Bench> {
+    pub(crate) fn open(tag: &str) -> Result<Bench> {
         let pins = PinBase::new(tag);
         let dp = Datapath::open(OpenOptions {
             flip_grace: Duration::ZERO,
@@ -128,19 +144,19 @@ impl Bench {
         })
     }
 
-    fn clear_conntrack(&mut self) {
+    pub(crate) fn clear_conntrack(&mut self) {
         let keys: Vec<CtKey> = self.conntrack.keys().filter_map(Result::ok).collect();
         for k in keys {
             let _ = self.conntrack.remove(&k);
         }
     }
 
-    fn conntrack_len(&self) -> usize {
+    pub(crate) fn conntrack_len(&self) -> usize {
         self.conntrack.keys().filter_map(Result::ok).count()
     }
 
     /// ns/packet of `frame` run `repeat` times; checks the return value.
-    fn run(&self, frame: &[u8], repeat: u32, want: u32) -> Result<f64> {
+    pub(crate) fn run(&self, frame: &[u8], repeat: u32, want: u32) -> Result<f64> {
         let r = self
             .to_endpoint
             .test_run(TestRunOptions {
@@ -161,7 +177,29 @@ impl Bench {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Kernel memory of every Enforcer map: (name, `memlock` bytes from `/proc/self/fdinfo`).
+/// The kernel reports the map's own accounting (`map_mem_usage`): preallocated hash maps
+/// their capacity, LPM tries their nodes.
+pub(crate) fn map_memory(dp: &Datapath) -> Result<Vec<(String, u64)>> {
+    dp.map_ids()
+        .iter()
+        .map(|&(name, id)| {
+            let map =
+                MapData::from_id(id).with_context(|| format!("opening map {name} (id {id})"))?;
+            let fd = map.fd().as_fd().as_raw_fd();
+            let path = format!("/proc/self/fdinfo/{fd}");
+            let info = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            let bytes = info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .with_context(|| format!("no memlock line in {path} ({name})"))?;
+            Ok((name.to_string(), bytes))
+        })
+        .collect()
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -170,7 +208,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A TCP frame into pod 0 from `src`.
-fn tcp_frame(src: IpAddr, src_port: u16, dst_port: u16, flags: u8) -> Result<Vec<u8>> {
+pub(crate) fn tcp_frame(src: IpAddr, src_port: u16, dst_port: u16, flags: u8) -> Result<Vec<u8>> {
     let dst = match src {
         IpAddr::V4(_) => IpAddr::V4(pod_v4(0)),
         IpAddr::V6(_) => IpAddr::V6(pod_v6(0)),
@@ -187,111 +225,103 @@ fn tcp_frame(src: IpAddr, src_port: u16, dst_port: u16, flags: u8) -> Result<Vec
     frame::packet_frame(&p, flags, &[]).context("building a frame")
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Sizes {
-    /// Distinct frames per measurement (medians over them).
-    variants: usize,
-    /// `repeat` of each repeated run.
-    repeat: u32,
-    /// Distinct new flows, one run each, for "new flow allowed".
-    new_flows: usize,
+/// This process's peak RSS (`VmHWM`, KiB). Not `getrusage`: its `ru_maxrss` carries the
+/// parent's peak across fork and exec.
+pub(crate) fn max_rss_kib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
-/// One row of datapath results (ns/packet, medians).
-#[derive(Debug, Clone)]
-struct Row {
-    axis: &'static str,
-    size: usize,
-    family: &'static str,
-    established: f64,
-    new_allowed_1: f64,
-    new_denied: f64,
-    new_denied_1: f64,
-    established_1: f64,
-    program_ms: f64,
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
-/// Measures one programmed table set. `peer(k)` gives the k-th allowed peer and its port.
-fn measure(
-    b: &mut Bench,
-    s: Sizes,
-    peer: &dyn Fn(usize) -> (IpAddr, u16),
-) -> Result<(f64, f64, f64, f64, f64)> {
-    use frame::{TCP_ACK, TCP_SYN};
-    // Established: a SYN opens the flow, then its ACKs hit conntrack.
-    b.clear_conntrack();
-    let mut est = Vec::new();
-    let mut est1 = Vec::new();
-    for k in 0..s.variants {
-        let (src, port) = peer(k);
-        let sport = 40_000 + k as u16;
-        b.run(&tcp_frame(src, sport, port, TCP_SYN)?, 1, PASS)?;
-        let ack = tcp_frame(src, sport, port, TCP_ACK)?;
-        est.push(b.run(&ack, s.repeat, PASS)?);
-        est1.push(b.run(&ack, 1, PASS)?);
+pub(crate) fn fmt_ns(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.0}")
     }
-    // New flow denied: right peer, a port no rule allows; denies create no conntrack entry.
-    b.clear_conntrack();
-    let mut den = Vec::new();
-    let mut den1 = Vec::new();
-    for k in 0..s.variants {
-        let (src, _) = peer(k);
-        let f = tcp_frame(src, 30_000 + k as u16, DENIED_PORT, TCP_SYN)?;
-        den.push(b.run(&f, s.repeat, DROP)?);
-    }
-    // The same, one run each over as many distinct frames as the allowed new flows below (so
-    // both see the same spread of table entries, not one cache-hot frame).
-    for k in 0..s.new_flows {
-        let (src, _) = peer(k);
-        let f = tcp_frame(src, 1024 + (k % 60_000) as u16, DENIED_PORT, TCP_SYN)?;
-        den1.push(b.run(&f, 1, DROP)?);
-    }
-    let left = b.conntrack_len();
-    if left != 0 {
-        bail!("denied packets left {left} conntrack entries");
-    }
-    // New flow allowed: every run a new 5-tuple (repeat 1, conntrack misses, then inserts).
-    let mut new1 = Vec::new();
-    // Peers other than the denied loop's (which would have warmed their table entries).
-    for k in 0..s.new_flows {
-        let (src, port) = peer(s.new_flows + k);
-        let f = tcp_frame(src, 1024 + (k % 60_000) as u16, port, TCP_SYN)?;
-        new1.push(b.run(&f, 1, PASS)?);
-    }
-    b.clear_conntrack();
-    Ok((
-        median(est),
-        median(new1),
-        median(den),
-        median(den1),
-        median(est1),
-    ))
 }
 
-/// ns/packet of the program's early exit: a packet on an interface with no `ENDPOINTS`
-/// entry (repeat N, and repeat 1).
-fn floor(b: &mut Bench, s: Sizes) -> Result<(f64, f64)> {
-    let mut rep = Vec::new();
-    let mut one = Vec::new();
-    for k in 0..s.variants {
-        let f = tcp_frame(
-            in_rule_net(k, false, k),
-            40_000,
-            rule_port(k),
-            frame::TCP_SYN,
-        )?;
-        rep.push(b.run(&f, s.repeat, PASS)?);
-        for _ in 0..(s.new_flows / s.variants).max(1) {
-            one.push(b.run(&f, 1, PASS)?);
+/// Runs this binary with `args` in a child process for at most `limit` and parses its
+/// `RESULT <json>` stdout line; `None` when it did not finish in time (it is killed and the
+/// pin bases it left under /sys/fs/bpf are removed). Its stderr (progress) goes to ours.
+pub(crate) fn run_child<T: serde::de::DeserializeOwned>(
+    args: &[String],
+    limit: Duration,
+) -> Result<Option<T>> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting the child {args:?}"))?;
+    let pid = child.id();
+    let mut stdout = child.stdout.take().context("child stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the child")? {
+            break Some(status);
+        }
+        if started.elapsed() >= limit {
+            child.kill().context("killing the child")?;
+            child.wait().context("reaping the child")?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the child's stdout reader panicked"))?;
+    let Some(status) = status else {
+        remove_child_pins(pid);
+        return Ok(None);
+    };
+    if !status.success() {
+        remove_child_pins(pid);
+        bail!("child {args:?} failed: {status}");
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .with_context(|| format!("no RESULT line from the child {args:?}"))?;
+    Ok(Some(serde_json::from_str(line).with_context(|| {
+        format!("parsing the child's {line:?}")
+    })?))
+}
+
+/// Removes the pin bases (`/sys/fs/bpf/enforcer-bench*-<pid>-<n>`) a killed child left.
+fn remove_child_pins(pid: u32) {
+    let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    let mark = format!("-{pid}-");
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("enforcer-bench") && name.contains(&mark) {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                eprintln!("cleanup: removing {}: {err}", e.path().display());
+            }
         }
     }
-    Ok((median(rep), median(one)))
 }
 
 // ---------------------------------------------------------------------------------------------
 // An empty tc program, loaded with raw bpf(2) (no change to enforcer-ebpf)
 // ---------------------------------------------------------------------------------------------
-
 mod empty_prog {
     use anyhow::{Result, bail};
 
@@ -369,147 +399,6 @@ mod empty_prog {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Control plane
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Default)]
-struct CpRow {
-    policies: usize,
-    endpoints: usize,
-    build_ms: f64,
-    compile_ms: f64,
-    render_ms: f64,
-    program_ms: f64,
-    entries: usize,
-    verdicts: usize,
-    peak_rss_mib: f64,
-    compile_rss_mib: f64,
-    change_compile_ms: f64,
-    change_program_ms: f64,
-    change_written: usize,
-}
-
-/// This process's peak RSS (`VmHWM`, KiB). Not `getrusage`: its `ru_maxrss` carries the
-/// parent's peak across fork and exec.
-fn max_rss_kib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn control_plane_child(policies: usize, endpoints: usize) -> Result<()> {
-    let started = Instant::now();
-    let mut inv = control_plane_inventory(policies, endpoints)?;
-    let build_ms = ms(started.elapsed());
-    let (e, compile_time, render_time) = entries(&inv, false)?;
-    let compile_rss = max_rss_kib() / 1024.0;
-    let mut b = Bench::open("bench-cp")?;
-    let started = Instant::now();
-    b.dp.program(&e).context("program")?;
-    let program_ms = ms(started.elapsed());
-    let count =
-        e.endpoints.len() + e.peer_v4.len() + e.peer_v6.len() + e.ports.len() + e.verdicts.len();
-    let verdicts = e.verdicts.len();
-    drop(e);
-    // One rule change: policy 0's net rule moves to another port.
-    if let Some(r) = inv.policies.first_mut().and_then(|p| p.ingress.first_mut()) {
-        r.destination.ports = vec![PortSpec::Range(DENIED_PORT + 1, DENIED_PORT + 1)];
-    }
-    let started = Instant::now();
-    let (e2, _, _) = entries(&inv, false)?;
-    let change_compile_ms = ms(started.elapsed());
-    let started = Instant::now();
-    let report = b.dp.program(&e2).context("program (one change)")?;
-    let change_program_ms = ms(started.elapsed());
-    let row = CpRow {
-        policies,
-        endpoints,
-        build_ms,
-        compile_ms: ms(compile_time),
-        render_ms: ms(render_time),
-        program_ms,
-        entries: count,
-        verdicts,
-        peak_rss_mib: max_rss_kib() / 1024.0,
-        compile_rss_mib: compile_rss,
-        change_compile_ms,
-        change_program_ms,
-        change_written: report.written + report.deleted,
-    };
-    println!(
-        "CP {} {} {} {} {} {} {} {} {} {} {} {} {}",
-        row.policies,
-        row.endpoints,
-        row.build_ms,
-        row.compile_ms,
-        row.render_ms,
-        row.program_ms,
-        row.entries,
-        row.verdicts,
-        row.peak_rss_mib,
-        row.change_compile_ms,
-        row.change_program_ms,
-        row.change_written,
-        row.compile_rss_mib
-    );
-    Ok(())
-}
-
-fn control_plane(policies: usize, endpoints: usize) -> Result<CpRow> {
-    let exe = std::env::current_exe().context("current_exe")?;
-    let out = Command::new(exe)
-        .args([
-            "--control-plane-child",
-            &policies.to_string(),
-            &endpoints.to_string(),
-        ])
-        .output()
-        .context("running the control-plane child")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "control-plane child {policies}x{endpoints} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("CP "))
-        .context("no result line from the control-plane child")?;
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(f64::NAN))
-        .collect();
-    if f.len() != 13 {
-        bail!("bad control-plane line {line:?}");
-    }
-    Ok(CpRow {
-        policies: f[0] as usize,
-        endpoints: f[1] as usize,
-        build_ms: f[2],
-        compile_ms: f[3],
-        render_ms: f[4],
-        program_ms: f[5],
-        entries: f[6] as usize,
-        verdicts: f[7] as usize,
-        peak_rss_mib: f[8],
-        change_compile_ms: f[9],
-        change_program_ms: f[10],
-        change_written: f[11] as usize,
-        compile_rss_mib: f[12],
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------------
 
@@ -540,23 +429,165 @@ fn machine_facts() -> String {
         .unwrap_or_default()
         .trim()
         .to_string();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
-        "- kernel: {kernel}\n- CPU: {model}, {cores} cores\n- memory: {mem}\n- bpf_jit_enable: {jit}\n"
+        "- kernel: {kernel}\n- CPU: {model}, {cores} cores\n- memory: {mem}\n- bpf_jit_enable: {jit}\n\
+         - load average at the start: {load}\n"
     )
 }
 
-fn fmt_ns(x: f64) -> String {
-    if x.is_nan() {
-        "-".into()
-    } else {
-        format!("{x:.0}")
+/// The full run's sections, in `results.md` order: (name, runner).
+type Runner = fn(&report::RunOpts) -> Result<report::Section>;
+
+fn full_run_sections() -> Vec<(&'static str, Runner)> {
+    vec![
+        ("per packet", packet::run as Runner),
+        ("control plane", control::run as Runner),
+        ("veth packets/s", pps::run as Runner),
+        ("linear-scan reference", linear::run as Runner),
+    ]
+}
+
+fn aims_table(aims: &[report::Aim]) -> String {
+    let mut md = String::from(
+        "## Aims\n\nEvery aim of issue 5 measured in this run. Value: the measured ratio (to \
+         compare with the aim's own ratio or 1.0), or the difference in ns where the measured \
+         column says so.\n\n\
+         | aim | measured | value | met? |\n|---|---|---:|---|\n",
+    );
+    for a in aims {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            a.aim,
+            a.measured,
+            if a.value.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.2}", a.value)
+            },
+            if a.met { "yes" } else { "**no**" }
+        );
     }
+    md
+}
+
+fn full_run(args: &Args) -> Result<ExitCode> {
+    let opts = report::RunOpts {
+        quick: args.quick,
+        out: args.out.clone(),
+    };
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let machine = machine_facts();
+    let started = Instant::now();
+    let sections = full_run_sections();
+    let mut done: Vec<(&str, Result<report::Section>, Duration)> = Vec::new();
+    for (i, (name, run)) in sections.iter().enumerate() {
+        eprintln!(
+            "\n== bench [{}/{}] {name} ({:.0} s elapsed)",
+            i + 1,
+            sections.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let result = run(&opts);
+        if let Err(e) = &result {
+            eprintln!("== {name} failed: {e:#}");
+        }
+        done.push((name, result, t.elapsed()));
+    }
+    let total = started.elapsed();
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Enforcer benchmark results\n\nCommand: `{}` ({} run, {:.0} s).\n\n{}\n\
+         Methods, reproduction and what limits the numbers: `docs/benchmarks.md`. Section times: {}.\n",
+        args.command,
+        if args.quick { "quick" } else { "full" },
+        total.as_secs_f64(),
+        machine,
+        done.iter()
+            .map(|(n, _, t)| format!("{n} {:.0} s", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut aims = Vec::new();
+    let mut plots = Vec::new();
+    let mut failed = false;
+    for (name, result, _) in &done {
+        match result {
+            Ok(s) => {
+                md.push_str(s.markdown.trim_end());
+                md.push_str("\n\n");
+                for (file, content) in &s.csv {
+                    let path = opts.out.join(file);
+                    std::fs::write(&path, content)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                if let Err(e) = plot::render_all(&opts.out, &s.plots) {
+                    eprintln!("plots of {name}: {e:#}");
+                    failed = true;
+                }
+                plots.extend(s.plots.iter().map(|p| (p.file.clone(), p.title.clone())));
+                aims.extend(s.aims.iter().cloned());
+            }
+            Err(e) => {
+                failed = true;
+                let _ = writeln!(md, "## {name}\n\nFailed in this run: `{e:#}`\n");
+            }
+        }
+    }
+    md.push_str(&aims_table(&aims));
+    if !plots.is_empty() {
+        md.push_str("\n## Plots\n\n");
+        for (file, title) in &plots {
+            let _ = writeln!(md, "### {title}\n\n![{title}]({file})\n");
+        }
+    }
+    let path = opts.out.join("results.md");
+    std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    println!("\n{md}");
+    eprintln!(
+        "bench: done in {:.0} s; wrote {} (and the CSV files and plots beside it)",
+        total.as_secs_f64(),
+        path.display()
+    );
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> Result<ExitCode> {
     let args = Args::parse();
     if let Some(pm) = &args.control_plane_child {
-        control_plane_child(pm[0], pm[1])?;
+        control::child(pm[0], pm[1])?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(a) = &args.packet_child {
+        let size = a[1].parse().with_context(|| format!("size {:?}", a[1]))?;
+        packet::child(&a[0], size, args.quick)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmarks load eBPF programs: run as root");
+    }
+    enforcer_user::ebpf_object::object().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(a) = &args.spin {
+        let rules = a[1].parse().with_context(|| format!("rules {:?}", a[1]))?;
+        let secs = a[2]
+            .parse()
+            .with_context(|| format!("seconds {:?}", a[2]))?;
+        packet::spin(&a[0], rules, secs)?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(name) = &args.section {
@@ -567,422 +598,14 @@ fn main() -> Result<ExitCode> {
         let section = match name.as_str() {
             // One arm per section module, added by its owner, e.g.:
             // "pps" => pps::run(&opts)?,
+            "pps" => pps::run(&opts)?,
+            "packet" => packet::run(&opts)?,
+            "control" => control::run(&opts)?,
+            "linear" => linear::run(&opts)?,
             _ => bail!("unknown section {name:?}"),
         };
         report::emit(&opts, &section)?;
         return Ok(ExitCode::SUCCESS);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmarks load eBPF programs: run as root");
-    }
-    enforcer_user::ebpf_object::object().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let started = Instant::now();
-    let s = if args.quick {
-        Sizes {
-            variants: 8,
-            repeat: 20_000,
-            new_flows: 256,
-        }
-    } else {
-        Sizes {
-            variants: 16,
-            repeat: 100_000,
-            new_flows: 1024,
-        }
-    };
-    let rule_sizes: &[usize] = if args.quick {
-        &[10, 100, 1_000, 10_000]
-    } else {
-        // 100,000 is the aim, but the compiler's cost grows with rules × peer classes (0.3 s
-        // at 1,000 rules, 2.7 s at 3,000): 100,000 does not compile in reasonable time.
-        &[10, 100, 1_000, 3_000, 10_000, 30_000]
-    };
-    let endpoint_sizes: &[usize] = if args.quick {
-        &[10, 1_000, 10_000]
-    } else {
-        &[10, 100, 1_000, 10_000]
-    };
-    let netset_sizes: &[usize] = if args.quick {
-        &[10, 1_000, 100_000]
-    } else {
-        &[10, 1_000, 10_000, 100_000, 1_000_000]
-    };
-    let cp_sizes: &[(usize, usize)] = if args.quick {
-        &[(100, 100), (1_000, 1_000)]
-    } else {
-        &[(100, 100), (1_000, 1_000), (10_000, 5_000)]
-    };
-
-    eprintln!(
-        "bench: {} ({} variants x repeat {}, {} new flows a size)",
-        if args.quick { "quick" } else { "full" },
-        s.variants,
-        s.repeat,
-        s.new_flows
-    );
-    let mut b = Bench::open("bench")?;
-
-    // Floors.
-    let empty = empty_prog::Empty::load()?;
-    let f4 = tcp_frame(in_rule_net(0, false, 0), 40_000, 1000, frame::TCP_SYN)?;
-    let f6 = tcp_frame(in_rule_net(0, true, 0), 40_000, 1000, frame::TCP_SYN)?;
-    let mut er = Vec::new();
-    let mut e1 = Vec::new();
-    for f in [&f4, &f6] {
-        for _ in 0..s.variants {
-            er.push(empty.run(f, s.repeat)?);
-        }
-        for _ in 0..s.new_flows {
-            e1.push(empty.run(f, 1)?);
-        }
-    }
-    let (empty_rep, empty_one) = (median(er), median(e1));
-    let (floor_rep, floor_one) = floor(&mut b, s)?;
-    eprintln!(
-        "floors: empty program {empty_rep:.0} ns (repeat 1: {empty_one:.0}); \
-         no-endpoint early exit {floor_rep:.0} ns (repeat 1: {floor_one:.0})"
-    );
-
-    let mut rows: Vec<Row> = Vec::new();
-    let mut run_size = |b: &mut Bench,
-                        axis: &'static str,
-                        size: usize,
-                        inv: Inventory,
-                        peer: &dyn Fn(usize, bool) -> (IpAddr, u16),
-                        families: &[bool]|
-     -> Result<()> {
-        let (e, compile_time, _) = entries(&inv, true)?;
-        drop(inv);
-        let t = Instant::now();
-        b.dp.program(&e).context("program")?;
-        let program_ms = ms(t.elapsed());
-        drop(e);
-        for &v6 in families {
-            let (est, new1, den, den1, est1) = measure(b, s, &|k| peer(k, v6))?;
-            let row = Row {
-                axis,
-                size,
-                family: if v6 { "IPv6" } else { "IPv4" },
-                established: est,
-                new_allowed_1: new1,
-                new_denied: den,
-                new_denied_1: den1,
-                established_1: est1,
-                program_ms,
-            };
-            eprintln!(
-                "  {axis:>9} {size:>9} {:<4}: established {} | new allowed (rep 1) {} | new denied {} (rep 1: {}) | compile {:.0} ms, program {:.0} ms",
-                row.family,
-                fmt_ns(est),
-                fmt_ns(new1),
-                fmt_ns(den),
-                fmt_ns(den1),
-                ms(compile_time),
-                program_ms
-            );
-            rows.push(row);
-        }
-        Ok(())
-    };
-
-    eprintln!("rules (10 endpoints):");
-    for &n in rule_sizes {
-        let inv = rules_inventory(n, 10)?;
-        // The k-th peer: an address in rule r's net, to r's port; r spread over the rules.
-        let peer = |k: usize, v6: bool| {
-            let r = (k * 7919) % n;
-            (in_rule_net(r, v6, k), rule_port(r))
-        };
-        run_size(&mut b, "rules", n, inv, &peer, &[false, true])?;
-    }
-    eprintln!("endpoints (10 rules; peers are other endpoints, allowed by a selector rule):");
-    for &m in endpoint_sizes {
-        let mut inv = rules_inventory(10, m)?;
-        inv.policies.push(policy(
-            1_000_000,
-            selector("all()")?,
-            vec![allow_from(
-                Vec::new(),
-                Some(selector("app == 'bench'")?),
-                80,
-            )],
-        ));
-        let peer = |k: usize, v6: bool| {
-            let i = 1 + (k * 7919) % (m - 1).max(1);
-            let a = if v6 {
-                IpAddr::V6(pod_v6(i))
-            } else {
-                IpAddr::V4(pod_v4(i))
-            };
-            (a, 80)
-        };
-        run_size(&mut b, "endpoints", m, inv, &peer, &[false, true])?;
-    }
-    eprintln!("network-set CIDRs (random IPv4 /24../32, 10 rules, 10 endpoints):");
-    for &c in netset_sizes {
-        let cidrs = random_cidrs(c, 0x5eed + c as u64);
-        let inv = netset_inventory(&cidrs)?;
-        let peer = |k: usize, _v6: bool| {
-            let n = cidrs[(k * 7919) % cidrs.len()];
-            let host = (k as u32) % (n.hosts().count().max(1) as u32);
-            (
-                IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + host)),
-                NETSET_PORT,
-            )
-        };
-        run_size(&mut b, "netset", c, inv, &peer, &[false])?;
-    }
-    drop(b);
-
-    eprintln!("control plane (each size in a child process):");
-    let mut cp = Vec::new();
-    for &(p, m) in cp_sizes {
-        let row = control_plane(p, m)?;
-        eprintln!(
-            "  {p:>6} policies x {m:>5} endpoints: compile {:.0} ms, program {:.0} ms, peak RSS {:.0} MiB; one rule change: compile {:.0} ms + program {:.1} ms",
-            row.compile_ms,
-            row.program_ms,
-            row.peak_rss_mib,
-            row.change_compile_ms,
-            row.change_program_ms
-        );
-        cp.push(row);
-    }
-    let total = started.elapsed();
-
-    // Output.
-    std::fs::create_dir_all(&args.out)?;
-    let mut csv = String::from(
-        "axis,size,family,established_ns,new_allowed_repeat1_ns,new_denied_ns,new_denied_repeat1_ns,established_repeat1_ns,program_ms\n",
-    );
-    for r in &rows {
-        let _ = writeln!(
-            csv,
-            "{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.2}",
-            r.axis,
-            r.size,
-            r.family,
-            r.established,
-            r.new_allowed_1,
-            r.new_denied,
-            r.new_denied_1,
-            r.established_1,
-            r.program_ms
-        );
-    }
-    let _ = writeln!(
-        csv,
-        "floor-empty-program,0,IPv4+IPv6,{empty_rep:.1},,,,{empty_one:.1},\nfloor-no-endpoint-exit,0,IPv4,{floor_rep:.1},,,,{floor_one:.1},"
-    );
-    std::fs::write(args.out.join("datapath.csv"), &csv)?;
-    let mut cpcsv = String::from(
-        "policies,endpoints,build_ms,compile_ms,render_ms,program_ms,map_entries,verdict_entries,peak_rss_mib,peak_rss_after_compile_mib,change_compile_ms,change_program_ms,change_entries_written\n",
-    );
-    for r in &cp {
-        let _ = writeln!(
-            cpcsv,
-            "{},{},{:.1},{:.1},{:.1},{:.1},{},{},{:.1},{:.1},{:.1},{:.2},{}",
-            r.policies,
-            r.endpoints,
-            r.build_ms,
-            r.compile_ms,
-            r.render_ms,
-            r.program_ms,
-            r.entries,
-            r.verdicts,
-            r.peak_rss_mib,
-            r.compile_rss_mib,
-            r.change_compile_ms,
-            r.change_program_ms,
-            r.change_written
-        );
-    }
-    std::fs::write(args.out.join("control_plane.csv"), &cpcsv)?;
-
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "# Enforcer benchmark results\n\nCommand: `{}` ({} run, {:.0} s).\n\n{}",
-        args.command,
-        if args.quick { "quick" } else { "full" },
-        total.as_secs_f64(),
-        machine_facts()
-    );
-    let _ = writeln!(
-        md,
-        "Per-packet cost: the to-endpoint (ingress) TC program under `BPF_PROG_TEST_RUN`, ns/packet, \
-         median over {} distinct frames (different peers, rules and ports) each run with repeat {} \
-         (\"repeat 1\" columns: one run per frame, which adds the kernel timer's own overhead; compare \
-         them with the repeat-1 floors; \"new denied (repeat 1)\" runs over the same number of distinct frames as \"new allowed\"). New flow allowed is measured with repeat 1 over {} distinct \
-         5-tuples (every run a conntrack miss, a full lookup and a conntrack insert). Methods: \
-         `docs/benchmarks.md`.\n",
-        s.variants, s.repeat, s.new_flows
-    );
-    let _ = writeln!(
-        md,
-        "## Floors\n\n| floor | ns/packet (repeat {}) | ns/packet (repeat 1) |\n|---|---:|---:|\n\
-         | empty tc program (`r0 = TCX_NEXT; exit`) | {} | {} |\n\
-         | Enforcer, no-endpoint early exit (parse Ethernet, ENDPOINTS miss) | {} | {} |\n",
-        s.repeat,
-        fmt_ns(empty_rep),
-        fmt_ns(empty_one),
-        fmt_ns(floor_rep),
-        fmt_ns(floor_one)
-    );
-    let _ = writeln!(
-        md,
-        "## Per packet (ns/packet)\n\n| axis | size | family | established | new allowed (repeat 1) | new denied | new denied (repeat 1) | established (repeat 1) | program() ms |\n|---|---:|---|---:|---:|---:|---:|---:|---:|"
-    );
-    for r in &rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
-            r.axis,
-            r.size,
-            r.family,
-            fmt_ns(r.established),
-            fmt_ns(r.new_allowed_1),
-            fmt_ns(r.new_denied),
-            fmt_ns(r.new_denied_1),
-            fmt_ns(r.established_1),
-            r.program_ms
-        );
-    }
-    // Ratios, all from this run.
-    let find = |axis: &str, size: usize, fam: &str| {
-        rows.iter()
-            .find(|r| r.axis == axis && r.size == size && r.family == fam)
-    };
-    let _ = writeln!(md, "\n## Ratios (this run)\n");
-    fn ratio(md: &mut String, name: String, a: f64, b: f64) {
-        let _ = writeln!(md, "- {name}: {a:.0} / {b:.0} = **{:.2}×**", a / b);
-        eprintln!("ratio: {name}: {:.2}x", a / b);
-    }
-    for fam in ["IPv4", "IPv6"] {
-        let small = find("rules", rule_sizes[0], fam);
-        let big = find("rules", *rule_sizes.last().unwrap_or(&0), fam);
-        if let (Some(a), Some(z)) = (small, big) {
-            ratio(
-                &mut md,
-                format!(
-                    "{fam} new flow allowed, {} rules / {} rules",
-                    z.size, a.size
-                ),
-                z.new_allowed_1,
-                a.new_allowed_1,
-            );
-            ratio(
-                &mut md,
-                format!("{fam} new flow denied, {} rules / {} rules", z.size, a.size),
-                z.new_denied,
-                a.new_denied,
-            );
-            ratio(
-                &mut md,
-                format!("{fam} established, {} rules / {} rules", z.size, a.size),
-                z.established,
-                a.established,
-            );
-            ratio(
-                &mut md,
-                format!(
-                    "{fam} established ({} rules) / no-endpoint early exit",
-                    a.size
-                ),
-                a.established,
-                floor_rep,
-            );
-            ratio(
-                &mut md,
-                format!("{fam} established ({} rules) / empty program", a.size),
-                a.established,
-                empty_rep,
-            );
-            let _ = writeln!(
-                md,
-                "- {fam} new flow allowed ({} rules) minus the empty program, both repeat 1: {:.0} − {:.0} = **{:.0} ns**",
-                a.size,
-                a.new_allowed_1,
-                empty_one,
-                a.new_allowed_1 - empty_one
-            );
-            let _ = writeln!(
-                md,
-                "- {fam} new flow denied ({} rules) minus the empty program, both repeat {}: {:.0} − {:.0} = **{:.0} ns**",
-                a.size,
-                s.repeat,
-                a.new_denied,
-                empty_rep,
-                a.new_denied - empty_rep
-            );
-        }
-    }
-    for (axis, sizes) in [("endpoints", endpoint_sizes), ("netset", netset_sizes)] {
-        if let (Some(a), Some(z)) = (
-            find(axis, sizes[0], "IPv4"),
-            find(axis, *sizes.last().unwrap_or(&0), "IPv4"),
-        ) {
-            ratio(
-                &mut md,
-                format!(
-                    "IPv4 new flow allowed, {} {axis} / {} {axis}",
-                    z.size, a.size
-                ),
-                z.new_allowed_1,
-                a.new_allowed_1,
-            );
-            ratio(
-                &mut md,
-                format!(
-                    "IPv4 new flow denied, {} {axis} / {} {axis}",
-                    z.size, a.size
-                ),
-                z.new_denied,
-                a.new_denied,
-            );
-        }
-    }
-    let _ = writeln!(
-        md,
-        "\n## Control plane\n\nPolicy j selects group `g<j mod 10>` of the endpoints and allows TCP from one /28 + /124 \
-         (its own port) and from the next group's endpoints. Each size runs in a fresh child process: \
-         peak RSS is that process's `VmHWM` (userspace only; map memory is kernel memory, not counted); \"after compile\" is before the eBPF object is loaded, \"at end\" includes loading it. \
-         \"One rule change\" edits one rule's port, recompiles everything and calls `Datapath::program` \
-         (time until the maps are updated and the slot flipped; no flip grace).\n\n\
-         | policies | endpoints | compile ms | render ms | program() ms | map entries | verdict entries | peak RSS MiB after compile | peak RSS MiB at end | change: compile ms | change: program() ms | change: entries written |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for r in &cp {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
-            r.policies,
-            r.endpoints,
-            r.compile_ms,
-            r.render_ms,
-            r.program_ms,
-            r.entries,
-            r.verdicts,
-            r.compile_rss_mib,
-            r.peak_rss_mib,
-            r.change_compile_ms,
-            r.change_program_ms,
-            r.change_written
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nNot measured yet: a parse-only program floor, veth packets/s with live frames, the \
-         iptables/ipset and linear-scan eBPF references, map memory bytes, plots (see \
-         `docs/benchmarks.md`)."
-    );
-    std::fs::write(args.out.join("results.md"), &md)?;
-    println!("\n{md}");
-    eprintln!(
-        "bench: done in {:.0} s; wrote {}/results.md, datapath.csv, control_plane.csv",
-        total.as_secs_f64(),
-        args.out.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    full_run(&args)
 }
