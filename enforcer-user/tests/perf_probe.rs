@@ -19,6 +19,13 @@
 //!   the current program (or the first baseline with `PERF_PROBE_LOOP_BASELINE=1`), for
 //!   `perf record -g -- <test binary> ...`.
 //!
+//! - Experimental objects: an object given in `PERF_PROBE_BASELINE` may declare `EXP_PEER4`
+//!   (hash: `{u32 address prefix length, slot BE ++ masked IPv4 address}` → peer class, a
+//!   stand-in for per-prefix-length peer hash maps) or `EXP_DIR1`/`EXP_DIR2` (arrays: a
+//!   DIR-24-8 stand-in for `PEER_V4`); after each `program()` the driver fills them from the
+//!   `PEER_V4` entries. Such objects are built from a private copy of `enforcer-ebpf`, never
+//!   from the tree; the tree's object has neither map, and then nothing is filled.
+//!
 //! Scenarios (the benchmark's, IPv4 and IPv6 TCP into pod 0): established (a SYN opened the
 //! flow, then its ACK), new denied (an allowed peer to a port no rule allows: three `VERDICTS`
 //! lookups, a deny event), new allowed (a new 5-tuple each run: conntrack miss, lookups,
@@ -186,6 +193,77 @@ impl Probe {
         // SAFETY: repr(C), no padding (4 + 8 bytes), every bit pattern valid.
         unsafe impl aya::Pod for ExpKey {}
         let slot = self.dp.config()?.active_slot;
+        // `EXP_DIR1`/`EXP_DIR2`: a DIR-24-8 stand-in for `PEER_V4` (active slot only). DIR1
+        // is indexed by the top 24 address bits: 0 = the catch-all class (kept at DIR2[0]),
+        // `1 << 31 | chunk` = look at DIR2[chunk * 256 + low byte], else class + 1.
+        let mut v4: Vec<(u32, u32, u32)> = entries
+            .peer_v4
+            .iter()
+            .map(|e| {
+                let len = e.prefix_len - enforcer_common::PEER_KEY_FIXED_BITS;
+                let a = u32::from_be_bytes([e.data[4], e.data[5], e.data[6], e.data[7]]);
+                (len, a, e.class)
+            })
+            .collect();
+        v4.sort_by_key(|e| e.0);
+        for ebpf in &mut self.objects {
+            if ebpf.map("EXP_DIR1").is_none() {
+                continue;
+            }
+            let catch_all = v4.iter().find(|e| e.0 == 0).map(|e| e.2).unwrap_or(0);
+            let mut l1: std::collections::HashMap<u32, u32> = Default::default();
+            let mut chunks: Vec<[u32; 256]> = vec![[catch_all; 256]];
+            for &(len, a, class) in &v4 {
+                if len == 0 {
+                    continue;
+                }
+                if len <= 24 {
+                    let first = a >> 8;
+                    for i in first..first + (1u32 << (24 - len)) {
+                        l1.insert(i, class + 1);
+                    }
+                    continue;
+                }
+                let hi = a >> 8;
+                let chunk = match l1.get(&hi) {
+                    Some(v) if v & 0x8000_0000 != 0 => (v & 0x7fff_ffff) as usize,
+                    other => {
+                        let fill = match other {
+                            Some(v) => v - 1,
+                            None => catch_all,
+                        };
+                        chunks.push([fill; 256]);
+                        let c = chunks.len() - 1;
+                        l1.insert(hi, 0x8000_0000 | c as u32);
+                        c
+                    }
+                };
+                let lo = (a & 0xff) as usize;
+                let n = 1usize << (32 - len);
+                for x in &mut chunks[chunk][lo..lo + n] {
+                    *x = class;
+                }
+            }
+            {
+                let map = ebpf.map_mut("EXP_DIR2").context("EXP_DIR2")?;
+                let mut d2: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(map)?;
+                for (c, chunk) in chunks.iter().enumerate() {
+                    for (i, v) in chunk.iter().enumerate() {
+                        d2.set((c * 256 + i) as u32, *v, 0)?;
+                    }
+                }
+            }
+            let map = ebpf.map_mut("EXP_DIR1").context("EXP_DIR1")?;
+            let mut d1: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(map)?;
+            for (i, v) in &l1 {
+                d1.set(*i, *v, 0)?;
+            }
+            println!(
+                "EXP_DIR: {} level-1 entries, {} chunks of 256",
+                l1.len(),
+                chunks.len()
+            );
+        }
         for ebpf in &mut self.objects {
             let Some(map) = ebpf.map_mut("EXP_PEER4") else {
                 continue;

@@ -60,11 +60,11 @@ pub(crate) enum SideVal {
 /// One side (source or destination) of a rule, split into parts.
 struct Side {
     /// Address part (ports cleared); `None` when it is trivially true.
-    addr: Option<Rule>,
+    addr: Option<Box<Rule>>,
     /// Numeric port part, evaluated per cell once; `None` when the side has no ports.
     ports: Option<Bits>,
     /// The whole side, when it has named ports (evaluated per address and cell).
-    full: Option<Rule>,
+    full: Option<Box<Rule>>,
 }
 
 /// A non-Log rule, ready for evaluation by parts.
@@ -395,14 +395,15 @@ impl<'a> Ctx<'a> {
                             return Side {
                                 addr: None,
                                 ports: None,
-                                full: Some(with_side(rule, dir, local, er.clone())),
+                                full: Some(Box::new(with_side(rule, dir, local, er.clone()))),
                             };
                         }
                         let mut addr_er = er.clone();
                         addr_er.ports.clear();
                         addr_er.not_ports.clear();
                         let addr =
-                            (!addr_er.is_empty()).then(|| with_side(rule, dir, local, addr_er));
+                            (!addr_er.is_empty())
+                                .then(|| Box::new(with_side(rule, dir, local, addr_er)));
                         let ports = (specs().next().is_some()).then(|| {
                             let port_er = EntityRule {
                                 ports: er.ports.clone(),

@@ -483,30 +483,102 @@ fn renumber(keys: &[u32], base: u32) -> (Vec<u32>, usize) {
     (out, map.len())
 }
 
-/// One partition-refinement step: `keys[i]` becomes the class of (`keys[i]`, `pieces[i]`).
-fn refine(keys: &mut [u32], pieces: Vec<Vec<u32>>) {
-    let mut interner: Interner<(u32, Vec<u32>)> = Interner::new();
-    for (k, piece) in keys.iter_mut().zip(pieces) {
-        *k = interner.intern((*k, piece)).0;
+/// Partition refinement of port intervals against rows: afterwards `keys[i] == keys[j]`
+/// exactly when they were equal before and every row gives the cells of `i` (`cells[i]`, in
+/// order) the same values as those of `j` (a cell past a row's end reads as `u32::MAX`).
+/// The result is the common refinement of the per-row partitions, the same whatever the row
+/// order; ids are only compared, never shown (see `renumber`).
+fn refine(keys: &mut [u32], cells: &[Vec<usize>], rows: &[&[u32]]) {
+    let value = |row: &[u32], c: usize| row.get(c).copied().unwrap_or(u32::MAX);
+    // A hash of each interval's column narrows the comparisons; equal columns are confirmed
+    // value by value.
+    let hashes: Vec<u64> = cells
+        .iter()
+        .map(|cs| {
+            let mut h: u64 = cs.len() as u64;
+            for row in rows {
+                for &c in cs {
+                    h = (h.rotate_left(5) ^ u64::from(value(row, c)))
+                        .wrapping_mul(0x517c_c1b7_2722_0a95);
+                }
+            }
+            h
+        })
+        .collect();
+    let same = |i: usize, j: usize| -> bool {
+        match (cells.get(i), cells.get(j)) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len()
+                    && rows.iter().all(|row| {
+                        a.iter()
+                            .zip(b)
+                            .all(|(&x, &y)| value(row, x) == value(row, y))
+                    })
+            }
+            _ => false,
+        }
+    };
+    let mut groups: HashMap<(u32, u64), Vec<usize>> = HashMap::new();
+    let mut out: Vec<u32> = Vec::with_capacity(keys.len());
+    for (i, (&k, &h)) in keys.iter().zip(&hashes).enumerate() {
+        let reps = groups.entry((k, h)).or_default();
+        let class = match reps.iter().find(|&&r| same(i, r)) {
+            Some(&r) => out.get(r).copied().unwrap_or(u32::MAX),
+            None => {
+                reps.push(i);
+                i as u32
+            }
+        };
+        out.push(class);
     }
+    keys.copy_from_slice(&out);
 }
 
-/// The most frequent value (ties: the smallest).
-fn most_frequent<'a, T: Ord + Copy + 'a>(values: impl Iterator<Item = &'a T>) -> Option<T> {
-    let mut counts: BTreeMap<T, usize> = BTreeMap::new();
-    for v in values {
-        *counts.entry(*v).or_default() += 1;
+/// The most frequent value (ties: the smallest). `scratch` is reused between calls.
+fn most_frequent(values: impl Iterator<Item = u32>, scratch: &mut Vec<u32>) -> Option<u32> {
+    scratch.clear();
+    scratch.extend(values);
+    scratch.sort_unstable();
+    let mut best: Option<(usize, u32)> = None;
+    for run in scratch.chunk_by(|a, b| a == b) {
+        if let Some(&v) = run.first()
+            && best.is_none_or(|(n, _)| run.len() > n)
+        {
+            best = Some((run.len(), v));
+        }
     }
-    let best = counts.values().copied().max()?;
-    counts.into_iter().find(|(_, c)| *c == best).map(|(v, _)| v)
+    best.map(|(_, v)| v)
+}
+
+/// Set tables deduplicated in order of first appearance, without keeping a second copy of
+/// each as a hash key.
+#[derive(Default)]
+struct TableSet {
+    tables: Vec<SetTable>,
+    by_hash: HashMap<u64, Vec<u32>>,
+}
+
+impl TableSet {
+    fn intern(&mut self, table: SetTable) -> u32 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(&table);
+        let ids = self.by_hash.entry(h).or_default();
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| self.tables.get(id as usize) == Some(&table))
+        {
+            return id;
+        }
+        let id = self.tables.len() as u32;
+        self.tables.push(table);
+        ids.push(id);
+        id
+    }
 }
 
 /// Compiles the inventory (enforced and staged policies) into verdict tables.
 pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError> {
     let started = Instant::now();
-    let trace_on = std::env::var_os("TRACE_COMPILE").is_some();
-    let mut trace_t = Instant::now();
-    macro_rules! TRACEPHASE { ($n:expr) => { if trace_on { eprintln!("phase before {}: {:.1} ms {}", $n, trace_t.elapsed().as_secs_f64()*1e3, std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM")).collect::<Vec<_>>().join(" ")); trace_t = Instant::now(); } } }
     let eps = endpoints(inv)?;
     let tiers = sorted_tiers(inv);
     let workload_namespaces: BTreeSet<String> = eps
@@ -516,15 +588,10 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             EndpointId::Host { .. } => None,
         })
         .collect();
-    TRACEPHASE!("rules");
     let rules = RuleTable::build(inv, opts, &tiers, &workload_namespaces);
-    TRACEPHASE!("regions");
     let regions = Regions::build(inv);
-    TRACEPHASE!("ports");
     let space = PortSpace::build(inv, opts, !inv.host_endpoints.is_empty());
-    TRACEPHASE!("ctx");
     let ctx = Ctx::new(inv, opts, &regions, &space, &rules, &tiers)?;
-    TRACEPHASE!("setloop");
 
     // Policy sets, grouped by exact signature. Endpoints with the same identity (kind, what
     // selectors see of them, and their addresses' memberships) have the same sets: compute
@@ -574,7 +641,6 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     }
     drop(set_ids);
     drop(by_identity);
-    TRACEPHASE!("sets");
     let prepared: Vec<PreparedSet<'_>> = sets.iter().map(|s| ctx.prepare(s)).collect();
 
     // Walk every region: its row over (sets × port cells) is its behaviour; equal rows make
@@ -636,19 +702,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                     let interner = set_rows
                         .get_mut(si)
                         .ok_or(CompileError::Internal("set rows"))?;
-                    let (id, new) = interner.intern(row);
-                    if new {
-                        // Port cells are told apart by every distinct row.
-                        let row = interner.get(id).ok_or(CompileError::Internal("row"))?;
-                        let piece = |combos: &Vec<usize>| -> Vec<u32> {
-                            combos
-                                .iter()
-                                .map(|&c| row.get(c).copied().unwrap_or(u32::MAX))
-                                .collect()
-                        };
-                        refine(&mut dst_keys, by_dst.iter().map(piece).collect());
-                        refine(&mut src_keys, by_src.iter().map(piece).collect());
-                    }
+                    let (id, _) = interner.intern(row);
                     if let Some(m) = row_of_key.get_mut(si) {
                         m.insert(key, id);
                     }
@@ -661,7 +715,14 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         region_class[ri] = Some(class);
         by_membership.insert(membership, class);
     }
-    TRACEPHASE!("walk");
+    // Port cells are told apart by every distinct row.
+    let all_rows: Vec<&[u32]> = set_rows
+        .iter()
+        .flat_map(|r| r.values.iter().map(Vec::as_slice))
+        .collect();
+    refine(&mut dst_keys, &by_dst, &all_rows);
+    refine(&mut src_keys, &by_src, &all_rows);
+    drop(all_rows);
     drop(row_of_key);
 
     // Port classes: the "other protocol" interval (first, when present) gets class 0.
@@ -743,7 +804,6 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             .collect(),
     );
 
-    TRACEPHASE!("portclasses");
     // Peer prefixes: a region is written only when its class differs from the class the
     // LPM would otherwise find (its nearest written ancestor's).
     let mut effective: Vec<Option<u32>> = vec![None; regions.len()];
@@ -780,11 +840,10 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
         };
     }
 
-    TRACEPHASE!("peerprefixes");
     // Per-set tables over (peer class × port class), compressed, then deduplicated. Each
     // distinct row is compressed once: its default (the most frequent value) and exceptions.
     let n_classes = classes.values.len();
-    let mut tables: Interner<SetTable> = Interner::new();
+    let mut tables = TableSet::default();
     let mut set_final: Vec<u32> = Vec::with_capacity(sets.len());
     let value = |id: u32| {
         values
@@ -792,55 +851,63 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             .copied()
             .ok_or(CompileError::Internal("value"))
     };
+    let mut cells: Vec<(u32, u32)> = Vec::new();
+    let mut scratch: Vec<u32> = Vec::new();
     for (si, rows_of_set) in set_rows.iter().enumerate() {
-        let mut compressed: Vec<(u32, BTreeMap<u32, u32>)> =
+        // Per distinct row: its default and its exceptions, sorted by port class.
+        let mut compressed: Vec<(u32, Vec<(u32, u32)>)> =
             Vec::with_capacity(rows_of_set.values.len());
         for row in &rows_of_set.values {
-            let mut cells: BTreeMap<u32, u32> = BTreeMap::new();
+            cells.clear();
             for (ci, v) in row.iter().enumerate() {
                 let pc = *combo_port_class
                     .get(ci)
                     .ok_or(CompileError::Internal("combo"))?;
-                let prev = *cells.entry(pc).or_insert(*v);
-                debug_assert_eq!(prev, *v, "port class merged cells that differ");
+                cells.push((pc, *v));
             }
-            let default =
-                most_frequent(cells.values()).ok_or(CompileError::Internal("empty row"))?;
-            cells.retain(|_, v| *v != default);
-            compressed.push((default, cells));
+            // Stable: the first cell of each port class stands for it (they are all equal).
+            cells.sort_by_key(|c| c.0);
+            cells.dedup_by(|b, a| {
+                debug_assert!(a.0 != b.0 || a.1 == b.1, "port class merged cells that differ");
+                a.0 == b.0
+            });
+            let default = most_frequent(cells.iter().map(|c| c.1), &mut scratch)
+                .ok_or(CompileError::Internal("empty row"))?;
+            let exceptions: Vec<(u32, u32)> =
+                cells.iter().copied().filter(|c| c.1 != default).collect();
+            compressed.push((default, exceptions));
         }
-        let class_row = |k: usize| -> Result<u32, CompileError> {
+        let class_row = |k: usize| -> Result<&(u32, Vec<(u32, u32)>), CompileError> {
             let (_, rows) = classes
                 .get(k as u32)
                 .ok_or(CompileError::Internal("class"))?;
-            rows.get(si)
+            let row = rows
+                .get(si)
                 .copied()
-                .ok_or(CompileError::Internal("class row"))
+                .ok_or(CompileError::Internal("class row"))?;
+            compressed
+                .get(row as usize)
+                .ok_or(CompileError::Internal("row"))
         };
         let mut defaults = Vec::with_capacity(n_classes);
         for k in 0..n_classes {
-            let (d, _) = compressed
-                .get(class_row(k)? as usize)
-                .ok_or(CompileError::Internal("row"))?;
-            defaults.push(*d);
+            defaults.push(class_row(k)?.0);
         }
-        let set_default =
-            most_frequent(defaults.iter()).ok_or(CompileError::Internal("no peer classes"))?;
+        let set_default = most_frequent(defaults.iter().copied(), &mut scratch)
+            .ok_or(CompileError::Internal("no peer classes"))?;
         let mut table = SetTable {
             default: value(set_default)?,
             rows: BTreeMap::new(),
         };
         for k in 0..n_classes {
-            let (d, exceptions) = compressed
-                .get(class_row(k)? as usize)
-                .ok_or(CompileError::Internal("row"))?;
+            let (d, exceptions) = class_row(k)?;
             if *d == set_default && exceptions.is_empty() {
                 continue;
             }
-            let mut ex = BTreeMap::new();
-            for (pc, v) in exceptions {
-                ex.insert(*pc, value(*v)?);
-            }
+            let ex = exceptions
+                .iter()
+                .map(|&(pc, v)| Ok((pc, value(v)?)))
+                .collect::<Result<BTreeMap<u32, CompiledVerdict>, CompileError>>()?;
             table.rows.insert(
                 k as u32,
                 RowTable {
@@ -849,7 +916,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                 },
             );
         }
-        set_final.push(tables.intern(table).0);
+        set_final.push(tables.intern(table));
     }
     let final_id = |s: usize| {
         set_final
@@ -868,9 +935,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             },
         );
     }
-    TRACEPHASE!("tables");
-    let set_tables = tables.values;
-    TRACEPHASE!("end");
+    let set_tables = tables.tables;
     let verdict_entries = set_tables
         .iter()
         .map(|t| {

@@ -305,6 +305,10 @@ impl Regions {
         }
         set_nets.sort_by_key(|(si, _)| *si);
         set_nets.dedup_by_key(|(si, _)| *si);
+        if pods.is_empty() && host_endpoints.is_empty() && set_nets.is_empty() {
+            // Nothing at the address, so no namespace or service account is referred to.
+            return Inventory::default();
+        }
         let network_sets: Vec<_> = set_nets
             .iter()
             .filter_map(|&(si, net)| {

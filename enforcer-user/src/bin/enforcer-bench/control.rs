@@ -253,6 +253,7 @@ pub(crate) fn run(opts: &RunOpts) -> Result<Section> {
     } else {
         (SIZES_FULL, LIMIT_FULL)
     };
+    let limit = opts.size_limit.unwrap_or(limit);
     eprintln!(
         "control plane: each size in a child process (limit {} s)",
         limit.as_secs()

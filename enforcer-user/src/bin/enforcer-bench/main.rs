@@ -76,6 +76,10 @@ struct Args {
     /// Internal: measure one per-packet size in this process and print one result line.
     #[arg(long, num_args = 2, value_names = ["AXIS", "SIZE"], hide = true)]
     packet_child: Option<Vec<String>>,
+    /// Time limit in seconds of every size that runs in a child process (per packet, control
+    /// plane), instead of the sections' own; a size over it is reported as not finished.
+    #[arg(long, value_name = "SECS")]
+    size_limit: Option<u64>,
     /// Profiling aid: program the rules axis at RULES and loop one case (established, denied,
     /// new) under BPF_PROG_TEST_RUN for SECONDS (run `perf record -a -g` alongside).
     #[arg(long, num_args = 3, value_names = ["CASE", "RULES", "SECONDS"])]
@@ -311,10 +315,11 @@ fn remove_child_pins(pid: u32) {
     let mark = format!("-{pid}-");
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("enforcer-bench") && name.contains(&mark) {
-            if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                eprintln!("cleanup: removing {}: {err}", e.path().display());
-            }
+        if name.starts_with("enforcer-bench")
+            && name.contains(&mark)
+            && let Err(err) = std::fs::remove_dir_all(e.path())
+        {
+            eprintln!("cleanup: removing {}: {err}", e.path().display());
         }
     }
 }
@@ -481,6 +486,7 @@ fn full_run(args: &Args) -> Result<ExitCode> {
     let opts = report::RunOpts {
         quick: args.quick,
         out: args.out.clone(),
+        size_limit: args.size_limit.map(Duration::from_secs),
     };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
@@ -594,6 +600,7 @@ fn main() -> Result<ExitCode> {
         let opts = report::RunOpts {
             quick: args.quick,
             out: args.out.clone(),
+            size_limit: args.size_limit.map(Duration::from_secs),
         };
         let section = match name.as_str() {
             // One arm per section module, added by its owner, e.g.:

@@ -177,7 +177,7 @@ where
         .axis_desc_style(("sans-serif", 18))
         .label_style(("sans-serif", 16))
         .x_labels(12)
-        .y_labels(16)
+        .y_labels(10)
         .x_label_formatter(&|v| tick(*v))
         .y_label_formatter(&|v| tick(*v))
         .light_line_style(RGBColor(235, 235, 235))

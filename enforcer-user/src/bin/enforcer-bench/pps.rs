@@ -2,8 +2,9 @@
 //! no program, Enforcer, the iptables reference (legacy and nft) and the linear-scan eBPF
 //! reference judging the pod's ingress.
 //!
-//! Topology (fresh for every configuration and rule count, so no conntrack table, netfilter
-//! hook or program of one configuration outlives it):
+//! Topology (one per configuration and rule count, so no conntrack table, netfilter hook or
+//! program of one configuration sees another's packets; the five of a rule count live side by
+//! side so their repetitions can interleave):
 //!
 //! ```text
 //!  ns A (sender pod)        ns R (node / router)                  ns B (receiver pod)
@@ -29,11 +30,15 @@
 //! rewrites from a counter; distinct within a configuration's run, and fewer than the
 //! netfilter conntrack table holds).
 //!
+//! Repetitions interleave (one of every configuration, then the next round) and "× no program"
+//! is the median of the per-round ratios, so a change in the shared machine's load during the
+//! run touches every configuration alike.
+//!
 //! Counter checks (on every measured run; a mismatch fails the section): frames the generator
 //! saw, packets B received, and the configuration's own verdict counter: Enforcer's
 //! `VERDICT_COUNTERS` (allow_conntrack for the long flow, allow_policy for new flows, ingress),
-//! the iptables line counters (the `RELATED,ESTABLISHED` accept; the last rule's mark line),
-//! the linear reference's counters.
+//! the iptables line counters (the `RELATED,ESTABLISHED` accept; the last rule's mark line; the
+//! default drop line stays at 0), the linear reference's counters (allowed; denied stays 0).
 //!
 //! trafgen (netsniff-ng) cross-check: the same long-flow ACK frame sent from ns A on p0 for a
 //! fixed time, packets/s counted at B, for no program, Enforcer and iptables-legacy at the
@@ -44,7 +49,7 @@ use std::{
     fs::File,
     io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -91,6 +96,7 @@ const POD_B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const RULE_NET_BASE: u32 = 0xc612_8000;
 const RULE_NET_LEN: u8 = 29;
 const MAX_RULES: usize = ((0xc614_0000 - RULE_NET_BASE) >> (32 - RULE_NET_LEN)) as usize;
+const _: () = assert!(MAX_RULES >= 10_000, "the section's 10,000 rules must fit");
 
 /// Rule `r`'s IPv4 source net.
 fn rule_net_v4(r: usize) -> Ipv4Net {
@@ -644,7 +650,8 @@ impl Shape {
 enum Installed {
     None,
     Enforcer {
-        dp: Datapath,
+        /// Boxed: the datapath's handles are large next to the other variants.
+        dp: Box<Datapath>,
         _pins: PinBase,
     },
     Iptables {
@@ -683,7 +690,10 @@ impl Installed {
                     dp.attach(h1).context("attaching to h1")?;
                     Ok(())
                 })?;
-                Installed::Enforcer { dp, _pins: pins }
+                Installed::Enforcer {
+                    dp: Box::new(dp),
+                    _pins: pins,
+                }
             }
             Config::Iptables(backend) => {
                 let rendered = iptables::render(flat, "h1")?;
@@ -802,6 +812,7 @@ struct Plan {
     target: Duration,
     rules: &'static [usize],
     trafgen_time: Duration,
+    trafgen_rounds: usize,
     /// New flows per configuration and rule count, at most.
     flow_budget: u64,
 }
@@ -975,6 +986,7 @@ fn trafgen_pps(topo: &Topology, frame: &[u8], time: Duration) -> Result<f64> {
     let conf = format!("{{ {} }}\n", bytes.join(", "));
     // --no-sock-mem and --notouch-irq: leave the machine's socket memory sysctls and IRQ affinities alone.
     let mut child = Command::new("ip")
+        .process_group(0)
         .args(["netns", "exec", &topo.a_name])
         .args([
             "trafgen",
@@ -1010,21 +1022,33 @@ fn trafgen_pps(topo: &Topology, frame: &[u8], time: Duration) -> Result<f64> {
         let (b1, t1) = (topo.b_received()?, Instant::now());
         Ok((b1 - b0) as f64 / (t1 - t0).as_secs_f64())
     })();
-    // SIGINT: trafgen stops its worker and exits.
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    // trafgen sends from a forked worker that outlives a signal to the parent alone: signal
+    // the process group the child leads (our child's own id), SIGINT first, SIGKILL after 3 s,
+    // and wait until the group is empty so no sender runs into the next measurement.
+    let group = child.id() as libc::pid_t;
+    let signal_group = |sig: libc::c_int| {
+        // SAFETY: kill(2) on the process group of our own child (negative pid = group).
+        unsafe { libc::kill(-group, sig) == 0 }
+    };
+    signal_group(libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(3);
+    let mut killed = false;
     loop {
-        if child.try_wait()?.is_some() {
+        let _ = child.try_wait();
+        // Signal 0: is any process of the group left?
+        if !signal_group(0) {
             break;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
+            if killed {
+                bail!("trafgen (process group {group}) does not exit");
+            }
+            signal_group(libc::SIGKILL);
+            killed = true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.wait();
     measured
 }
 
@@ -1047,10 +1071,11 @@ pub(crate) fn run(opts: &RunOpts) -> Result<Section> {
     }
     let plan = if opts.quick {
         Plan {
-            reps: 3,
-            target: Duration::from_millis(200),
+            reps: 5,
+            target: Duration::from_millis(120),
             rules: &[10, 1_000, 10_000],
             trafgen_time: Duration::from_millis(1_000),
+            trafgen_rounds: 2,
             flow_budget: flow_budget(),
         }
     } else {
@@ -1058,7 +1083,8 @@ pub(crate) fn run(opts: &RunOpts) -> Result<Section> {
             reps: 5,
             target: Duration::from_millis(400),
             rules: &[10, 100, 1_000, 3_000, 10_000],
-            trafgen_time: Duration::from_millis(3_000),
+            trafgen_time: Duration::from_millis(2_000),
+            trafgen_rounds: 3,
             flow_budget: flow_budget(),
         }
     };
@@ -1120,14 +1146,14 @@ pub(crate) fn run(opts: &RunOpts) -> Result<Section> {
         }
         rows.extend(measured);
         if n == largest && trafgen {
-            // No program before and after the others; its mean is the baseline.
+            // Rounds of (no program, Enforcer, iptables-legacy): each ratio pairs runs of
+            // one round.
             let order = [
                 Config::None,
                 Config::Enforcer,
                 Config::Iptables(Backend::Legacy),
-                Config::None,
             ];
-            for config in order {
+            for config in (0..plan.trafgen_rounds).flat_map(|_| order) {
                 let Some(bed) = beds.iter().find(|b| b.config == config) else {
                     continue;
                 };
@@ -1272,45 +1298,47 @@ fn section(
             md,
             "trafgen (netsniff-ng) sends the long flow's ACK frame from pod A's veth (one CPU, \
              `AF_PACKET` ring, qdisc bypass) for {:.0} s after a 0.3 s warm-up; packets/s counted \
-             at pod B. {largest} rules, one long flow (opened by the live-frames handshake). No \
-             program runs first and last; the baseline is the mean of the two.\n\n\
+             at pod B. {largest} rules, one long flow (opened by the live-frames handshake). {} \
+             rounds of (no program, Enforcer, iptables-legacy); Mpps is the mean over rounds (each \
+             round's value in brackets), \"× no program\" the mean of the per-round ratios. The \
+             live-frames columns repeat the table above.\n\n\
              | configuration | trafgen Mpps | × no program (trafgen) | live frames Mpps | × no program (live frames) |\n|---|---:|---:|---:|---:|",
-            plan.trafgen_time.as_secs_f64()
+            plan.trafgen_time.as_secs_f64(),
+            plan.trafgen_rounds
         );
         let nones: Vec<f64> = tg
             .iter()
             .filter(|t| t.0 == Config::None)
             .map(|t| t.1)
             .collect();
-        let base = nones.iter().sum::<f64>() / nones.len().max(1) as f64;
-        let live_none =
-            find(rows, Config::None, largest, Shape::LongFlow).map_or(f64::NAN, Row::median);
-        let mut seen = Vec::new();
-        for &(config, _) in tg {
-            if seen.contains(&config) {
+        let live_none = find(rows, Config::None, largest, Shape::LongFlow);
+        for config in [
+            Config::None,
+            Config::Enforcer,
+            Config::Iptables(Backend::Legacy),
+        ] {
+            let runs: Vec<f64> = tg.iter().filter(|t| t.0 == config).map(|t| t.1).collect();
+            if runs.is_empty() {
                 continue;
             }
-            seen.push(config);
-            let runs: Vec<f64> = tg.iter().filter(|t| t.0 == config).map(|t| t.1).collect();
-            let pps = runs.iter().sum::<f64>() / runs.len() as f64;
-            let live = find(rows, config, largest, Shape::LongFlow).map_or(f64::NAN, Row::median);
-            let runs_text = if runs.len() > 1 {
-                format!(
-                    " (mean of {})",
-                    runs.iter()
-                        .map(|r| format!("{r:.3}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else {
-                String::new()
-            };
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let ratios: Vec<f64> = runs.iter().zip(&nones).map(|(a, b)| a / b).collect();
+            let live = find(rows, config, largest, Shape::LongFlow);
             let _ = writeln!(
                 md,
-                "| {} | {pps:.3}{runs_text} | {:.2} | {live:.3} | {:.2} |",
+                "| {} | {:.3} ({}) | {:.2} | {:.3} | {:.2} |",
                 config.name(),
-                pps / base,
-                live / live_none
+                mean(&runs),
+                runs.iter()
+                    .map(|r| format!("{r:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                mean(&ratios),
+                live.map_or(f64::NAN, Row::median),
+                match (live, live_none) {
+                    (Some(l), Some(_)) => paired_ratio(rows, l),
+                    _ => f64::NAN,
+                }
             );
         }
     }
@@ -1389,5 +1417,55 @@ fn section(
         csv: vec![("veth_pps.csv".into(), csv)],
         plots: vec![plot],
         aims,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flat::FlatAction;
+
+    #[test]
+    fn rule_nets_stay_in_the_benchmark_range() {
+        let range: Ipv4Net = "198.18.0.0/15".parse().unwrap_or_default();
+        for r in [0, 1, 9_999, MAX_RULES - 1] {
+            let n = rule_net_v4(r);
+            assert!(range.contains(&n), "{n}");
+            assert!(!n.contains(&POD_A) && !n.contains(&POD_B));
+        }
+        assert_eq!(rule_net_v4(1).network(), Ipv4Addr::new(198, 18, 128, 8));
+        assert!(veth_inventory(MAX_RULES + 1).is_err());
+    }
+
+    #[test]
+    fn frames_are_54_bytes_with_valid_ipv4_checksums() {
+        let f = frames(1_000);
+        for fr in [&f.syn, &f.syn_ack, &f.ack, &f.new_flow] {
+            assert_eq!(fr.len(), GEN_TEMPLATE_LEN);
+            assert_eq!(frame::checksum(&fr[14..34]), 0);
+        }
+        assert_eq!(&f.ack[0..6], &H0_MAC);
+        assert_eq!(&f.syn_ack[0..6], &H1_MAC);
+    }
+
+    /// The traffic is decided by the last rule, allowed: the long flow and every source
+    /// address the generator cycles through.
+    #[test]
+    fn the_last_rule_decides_the_traffic() {
+        let n = 1_000;
+        let inv = veth_inventory(n).unwrap_or_else(|e| panic!("{e}"));
+        let flat = flat::flatten(&inv, &pod_id("b")).unwrap_or_else(|e| panic!("{e}"));
+        let base = u32::from(rule_net_v4(n - 1).network());
+        for k in 0..NEW_ADDRS {
+            let src = IpAddr::V4(Ipv4Addr::from(base + k));
+            assert_eq!(
+                flat.decide(src, 6, Some(rule_port(n - 1))),
+                (Some(n - 1), FlatAction::Allow)
+            );
+        }
+        assert_eq!(
+            flat.decide(IpAddr::V4(Ipv4Addr::from(base)), 6, Some(9)).1,
+            FlatAction::Deny
+        );
     }
 }

@@ -12,6 +12,9 @@ pub(crate) struct RunOpts {
     pub quick: bool,
     /// Where results go (`bench/` by default); sections may read earlier files, never write.
     pub out: PathBuf,
+    /// `--size-limit SECS`: overrides the time limit of every size run in a child process
+    /// (per-packet and control-plane sizes); `None`: each section's own limits.
+    pub size_limit: Option<std::time::Duration>,
 }
 
 /// One section of `results.md` and its files.
