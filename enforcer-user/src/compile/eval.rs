@@ -85,8 +85,10 @@ pub(crate) struct RulePart {
 /// Which rule parts can match which peer regions, so that a region evaluates only those.
 ///
 /// Parts whose peer side is evaluated through an address part are grouped by *shape*: the
-/// evaluated entity rule (whole with named ports, without ports otherwise), the direction,
-/// and the policy's namespace and kind, which is all `rule_matches` reads of the policy.
+/// evaluated entity rule (whole with named ports, without ports otherwise), whether the side
+/// has a numeric port part (`side_val` answers `PortBits` rather than `True` then), the
+/// direction, and the policy's namespace and kind, which is all `rule_matches` reads of the
+/// policy.
 /// Parts of one shape have equal peer values at every address. Each shape is anchored by a
 /// necessary condition of `entity_matches` for a match:
 ///
@@ -263,8 +265,10 @@ fn build_peer_index(
         };
         let p = policy(part.policy)?;
         let er = peer_entity(rule, part.dir);
+        // Whether the side has a numeric port part: its value is then `PortBits`, not `True`.
+        let ports = part.peer.ports.is_some();
         let key = format!(
-            "{:?}|{full}|{:?}|{:?}|{er:?}",
+            "{:?}|{full}|{ports}|{:?}|{:?}|{er:?}",
             part.dir, p.kind, p.namespace
         );
         let candidates = by_key.entry(key).or_default();
@@ -273,12 +277,15 @@ fn build_peer_index(
             let Some(&(rep, _)) = index.shapes.get(s as usize) else {
                 continue;
             };
-            let Some(other) = parts.get(rep) else { continue };
+            let Some(other) = parts.get(rep) else {
+                continue;
+            };
             let Some((orule, ofull)) = shape_of(other) else {
                 continue;
             };
             let op = policy(other.policy)?;
             if ofull == full
+                && other.peer.ports.is_some() == ports
                 && other.dir == part.dir
                 && op.kind == p.kind
                 && op.namespace == p.namespace
@@ -401,9 +408,8 @@ impl<'a> Ctx<'a> {
                         let mut addr_er = er.clone();
                         addr_er.ports.clear();
                         addr_er.not_ports.clear();
-                        let addr =
-                            (!addr_er.is_empty())
-                                .then(|| Box::new(with_side(rule, dir, local, addr_er)));
+                        let addr = (!addr_er.is_empty())
+                            .then(|| Box::new(with_side(rule, dir, local, addr_er)));
                         let ports = (specs().next().is_some()).then(|| {
                             let port_er = EntityRule {
                                 ports: er.ports.clone(),

@@ -868,7 +868,10 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
             // Stable: the first cell of each port class stands for it (they are all equal).
             cells.sort_by_key(|c| c.0);
             cells.dedup_by(|b, a| {
-                debug_assert!(a.0 != b.0 || a.1 == b.1, "port class merged cells that differ");
+                debug_assert!(
+                    a.0 != b.0 || a.1 == b.1,
+                    "port class merged cells that differ"
+                );
                 a.0 == b.0
             });
             let default = most_frequent(cells.iter().map(|c| c.1), &mut scratch)

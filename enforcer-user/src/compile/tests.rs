@@ -859,6 +859,70 @@ fn icmp_types_are_read_only_for_the_family_protocol() {
     );
 }
 
+/// Two rules whose peer sides select the same peers, one of them limited to a peer port: the
+/// compiler evaluates their address parts once (one peer shape), but the port limit must
+/// still apply to the second (a regression found by the differential test).
+#[test]
+fn equal_peer_selectors_keep_their_own_peer_ports() {
+    let mut inv = base();
+    let mut any_port = rule(Action::Deny);
+    any_port.destination.selector = Some(Selector::parse("app == 'db'").unwrap());
+    let mut one_port = rule(Action::Allow);
+    one_port.protocol = Some(Protocol::TCP);
+    one_port.destination.selector = Some(Selector::parse("app == 'db'").unwrap());
+    one_port.destination.ports = vec![PortSpec::Range(5432, 5432)];
+    let mut first = policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "first",
+        "app == 'web'",
+        vec![],
+        vec![one_port],
+    );
+    first.order = Some(1.0);
+    let mut last = policy(
+        PolicyKind::GlobalNetworkPolicy,
+        None,
+        "last",
+        "app == 'web'",
+        vec![],
+        vec![any_port],
+    );
+    last.order = Some(2.0);
+    // The rule without the port limit comes first in the inventory: it represents the shape.
+    inv.policies.extend([last, first]);
+    let opts = Options::default();
+    let c = compile(&inv, &opts).unwrap();
+    let web = pod_id("web");
+    let allowed = agrees(
+        &inv,
+        &opts,
+        &c,
+        &web,
+        Direction::Egress,
+        &tcp("10.0.0.1", "10.0.0.2", 5432),
+    );
+    assert_eq!(allowed.action, Verdict::Allow);
+    let denied = agrees(
+        &inv,
+        &opts,
+        &c,
+        &web,
+        Direction::Egress,
+        &tcp("10.0.0.1", "10.0.0.2", 80),
+    );
+    assert_eq!(denied.action, Verdict::Deny);
+    let v6 = agrees(
+        &inv,
+        &opts,
+        &c,
+        &web,
+        Direction::Egress,
+        &tcp("fd00::1", "fd00::2", 80),
+    );
+    assert_eq!(v6.action, Verdict::Deny);
+}
+
 /// Copies of the benchmark's generated inventories (`enforcer-bench`'s `inventories.rs`, which
 /// lives in the binary and cannot be imported here), for the scaling and output-stability
 /// harnesses below.
@@ -998,10 +1062,7 @@ pub(crate) mod bench_inv {
             namespace: None,
             name: "bench-set".into(),
             labels: labels(&[("set", "bench")]),
-            nets: random_cidrs(cidrs, 42)
-                .into_iter()
-                .map(IpNet::V4)
-                .collect(),
+            nets: random_cidrs(cidrs, 42).into_iter().map(IpNet::V4).collect(),
             origin: origin(),
         });
         let rule = allow_from(
@@ -1152,10 +1213,16 @@ fn compiled_output_dump() {
 #[test]
 #[ignore]
 fn bench_inventories_scaling() {
-    let spec = std::env::var("COMPILE_SCALE").unwrap_or_else(|_| "cp:1000:1000,rules:1000:10".into());
+    let spec =
+        std::env::var("COMPILE_SCALE").unwrap_or_else(|_| "cp:1000:1000,rules:1000:10".into());
     for case in spec.split(',') {
         let parts: Vec<&str> = case.split(':').collect();
-        let num = |i: usize| parts.get(i).and_then(|s| s.parse::<usize>().ok()).unwrap_or(10);
+        let num = |i: usize| {
+            parts
+                .get(i)
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(10)
+        };
         let t = std::time::Instant::now();
         let inv = match parts[0] {
             "cp" => bench_inv::control_plane_inventory(num(1), num(2)),
