@@ -550,6 +550,9 @@ fn most_frequent(values: impl Iterator<Item = u32>, scratch: &mut Vec<u32>) -> O
     best.map(|(_, v)| v)
 }
 
+/// A row's default value and its exceptions (port class, value), sorted by port class.
+type CompressedRow = (u32, Vec<(u32, u32)>);
+
 /// Set tables deduplicated in order of first appearance, without keeping a second copy of
 /// each as a hash key.
 #[derive(Default)]
@@ -855,8 +858,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
     let mut scratch: Vec<u32> = Vec::new();
     for (si, rows_of_set) in set_rows.iter().enumerate() {
         // Per distinct row: its default and its exceptions, sorted by port class.
-        let mut compressed: Vec<(u32, Vec<(u32, u32)>)> =
-            Vec::with_capacity(rows_of_set.values.len());
+        let mut compressed: Vec<CompressedRow> = Vec::with_capacity(rows_of_set.values.len());
         for row in &rows_of_set.values {
             cells.clear();
             for (ci, v) in row.iter().enumerate() {
@@ -880,7 +882,7 @@ pub fn compile(inv: &Inventory, opts: &Options) -> Result<Compiled, CompileError
                 cells.iter().copied().filter(|c| c.1 != default).collect();
             compressed.push((default, exceptions));
         }
-        let class_row = |k: usize| -> Result<&(u32, Vec<(u32, u32)>), CompileError> {
+        let class_row = |k: usize| -> Result<&CompressedRow, CompileError> {
             let (_, rows) = classes
                 .get(k as u32)
                 .ok_or(CompileError::Internal("class"))?;

@@ -934,8 +934,8 @@ pub(crate) mod bench_inv {
     use super::{labels, origin};
     use crate::{
         model::{
-            Action, Direction, EntityRule, Inventory, Namespace, NetworkSet, Pod, Policy,
-            PolicyKind, PortSpec, Protocol, Rule, StagedAction,
+            Action, Direction, EntityRule, Inventory, Namespace, NetworkSet, Policy, PolicyKind,
+            PortSpec, Protocol, Rule, StagedAction,
         },
         selector::Selector,
     };
