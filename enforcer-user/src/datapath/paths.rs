@@ -383,6 +383,75 @@ pub fn remove_stale_layouts(base: &Path) -> Result<Vec<StaleLayout>, DatapathErr
     Ok(stale)
 }
 
+/// Detaches the tcx link pinned at `path` from its hook *now*, then removes the pin; a missing
+/// pin is fine (`Ok(false)`).
+///
+/// Removing a bpffs pin alone does not detach synchronously: the pin's inode is freed after an
+/// RCU grace period, and only then does the last link reference go and the program leave the
+/// hook. Callers (and operators) that remove a link expect the hook to be empty on return, so
+/// we issue `BPF_LINK_DETACH` on the pinned link first. A link whose device is already gone
+/// answers `ENOLINK`/`ENOENT`, which is fine: there is nothing left to detach.
+pub(crate) fn detach_link_pin(path: &Path) -> Result<bool, DatapathError> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let io_err = |what, hint, error| DatapathError::Io {
+        what,
+        path: path.to_owned(),
+        hint,
+        error,
+    };
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io_err(
+            "opening the link pin",
+            "the path contains a NUL byte",
+            io::Error::from(io::ErrorKind::InvalidInput),
+        )
+    })?;
+    // bpf_attr, zero-padded; BPF_OBJ_GET reads `pathname` (u64) at offset 0.
+    let mut attr = [0u64; 16];
+    attr[0] = c_path.as_ptr() as u64;
+    // SAFETY: `attr` is a zeroed bpf_attr-sized buffer and `c_path` outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as u32,
+        )
+    };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(false);
+        }
+        return Err(io_err("opening the link pin", "are we root?", error));
+    }
+    // SAFETY: the kernel just returned this descriptor to us; we own it from here.
+    let fd: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) };
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32);
+    // SAFETY: as above; BPF_LINK_DETACH reads `link_fd` (u32) at offset 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as u32,
+        )
+    };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            // Already detached (device gone) or a kernel without BPF_LINK_DETACH for this
+            // link type: removing the pin below is then all there is to do.
+            Some(libc::ENOLINK | libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL) => {}
+            _ => return Err(io_err("detaching the pinned link", "are we root?", error)),
+        }
+    }
+    drop(fd);
+    remove_pin(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,73 +526,4 @@ mod tests {
             Some(Vec::new())
         );
     }
-}
-
-/// Detaches the tcx link pinned at `path` from its hook *now*, then removes the pin; a missing
-/// pin is fine (`Ok(false)`).
-///
-/// Removing a bpffs pin alone does not detach synchronously: the pin's inode is freed after an
-/// RCU grace period, and only then does the last link reference go and the program leave the
-/// hook. Callers (and operators) that remove a link expect the hook to be empty on return, so
-/// we issue `BPF_LINK_DETACH` on the pinned link first. A link whose device is already gone
-/// answers `ENOLINK`/`ENOENT`, which is fine: there is nothing left to detach.
-pub(crate) fn detach_link_pin(path: &Path) -> Result<bool, DatapathError> {
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    let io_err = |what, hint, error| DatapathError::Io {
-        what,
-        path: path.to_owned(),
-        hint,
-        error,
-    };
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        io_err(
-            "opening the link pin",
-            "the path contains a NUL byte",
-            io::Error::from(io::ErrorKind::InvalidInput),
-        )
-    })?;
-    // bpf_attr, zero-padded; BPF_OBJ_GET reads `pathname` (u64) at offset 0.
-    let mut attr = [0u64; 16];
-    attr[0] = c_path.as_ptr() as u64;
-    // SAFETY: `attr` is a zeroed bpf_attr-sized buffer and `c_path` outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr) as u32,
-        )
-    };
-    if fd < 0 {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::ENOENT) {
-            return Ok(false);
-        }
-        return Err(io_err("opening the link pin", "are we root?", error));
-    }
-    // SAFETY: the kernel just returned this descriptor to us; we own it from here.
-    let fd: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) };
-    let mut attr = [0u64; 16];
-    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32);
-    // SAFETY: as above; BPF_LINK_DETACH reads `link_fd` (u32) at offset 0.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr) as u32,
-        )
-    };
-    if rc < 0 {
-        let error = io::Error::last_os_error();
-        match error.raw_os_error() {
-            // Already detached (device gone) or a kernel without BPF_LINK_DETACH for this
-            // link type: removing the pin below is then all there is to do.
-            Some(libc::ENOLINK | libc::ENOENT | libc::EOPNOTSUPP | libc::EINVAL) => {}
-            _ => return Err(io_err("detaching the pinned link", "are we root?", error)),
-        }
-    }
-    drop(fd);
-    remove_pin(path)
 }
