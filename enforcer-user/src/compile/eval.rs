@@ -77,9 +77,6 @@ pub(crate) struct RulePart {
     common: Option<usize>,
     local: Side,
     peer: Side,
-    /// The part's peer shape (index into `PeerIndex::shapes`); `None` when its peer side
-    /// has no address part (the same value at every address).
-    peer_shape: Option<u32>,
 }
 
 /// Which rule parts can match which peer regions, so that a region evaluates only those.
@@ -224,15 +221,6 @@ fn with_side(rule: &Rule, dir: Direction, local: bool, er: EntityRule) -> Rule {
     r
 }
 
-/// The entity rule a part's peer side evaluates (`rule` is its `full` or `addr` rule): the
-/// peer is the destination for egress, the source for ingress.
-fn peer_entity(rule: &Rule, dir: Direction) -> &EntityRule {
-    match dir {
-        Direction::Egress => &rule.destination,
-        Direction::Ingress => &rule.source,
-    }
-}
-
 /// The rule a part's peer side is evaluated with, and whether it is the whole side (named
 /// ports); `None` when the peer side has no address part.
 fn shape_of(part: &RulePart) -> Option<(&Rule, bool)> {
@@ -243,64 +231,41 @@ fn shape_of(part: &RulePart) -> Option<(&Rule, bool)> {
     }
 }
 
-/// Groups the parts' peer sides into shapes and anchors them (see [`PeerIndex`]); sets each
-/// part's `peer_shape`.
+/// Groups the parts' peer sides into shapes and anchors them (see [`PeerIndex`]).
 fn build_peer_index(
     inv: &Inventory,
     regions: &Regions,
-    parts: &mut [RulePart],
+    parts: &[RulePart],
 ) -> Result<PeerIndex, CompileError> {
+    /// Everything `rule_matches` reads of a peer side at an address (see [`PeerIndex`]).
+    type ShapeKey<'r> = (
+        Direction,
+        bool,
+        bool,
+        crate::model::PolicyKind,
+        Option<&'r str>,
+        &'r EntityRule,
+    );
     let mut index = PeerIndex::default();
-    // Shapes by a text key; equal keys are confirmed with `==` (the key only narrows).
-    let mut by_key: HashMap<String, Vec<u32>> = HashMap::new();
-    let policy = |i: usize| {
-        inv.policies
-            .get(i)
-            .ok_or(CompileError::Internal("policy index out of range"))
-    };
-    for pi in 0..parts.len() {
-        let Some(part) = parts.get(pi) else { break };
+    let mut by_key: HashMap<ShapeKey<'_>, u32> = HashMap::new();
+    for (pi, part) in parts.iter().enumerate() {
         let Some((rule, full)) = shape_of(part) else {
             continue;
         };
-        let p = policy(part.policy)?;
-        let er = peer_entity(rule, part.dir);
+        let p = inv
+            .policies
+            .get(part.policy)
+            .ok_or(CompileError::Internal("policy index out of range"))?;
+        let er = rule.peer(part.dir);
         // Whether the side has a numeric port part: its value is then `PortBits`, not `True`.
         let ports = part.peer.ports.is_some();
-        let key = format!(
-            "{:?}|{full}|{ports}|{:?}|{:?}|{er:?}",
-            part.dir, p.kind, p.namespace
-        );
-        let candidates = by_key.entry(key).or_default();
-        let mut found = None;
-        for &s in candidates.iter() {
-            let Some(&(rep, _)) = index.shapes.get(s as usize) else {
-                continue;
-            };
-            let Some(other) = parts.get(rep) else {
-                continue;
-            };
-            let Some((orule, ofull)) = shape_of(other) else {
-                continue;
-            };
-            let op = policy(other.policy)?;
-            if ofull == full
-                && other.peer.ports.is_some() == ports
-                && other.dir == part.dir
-                && op.kind == p.kind
-                && op.namespace == p.namespace
-                && peer_entity(orule, other.dir) == er
-            {
-                found = Some(s);
-                break;
-            }
-        }
-        let s = match found {
-            Some(s) => s,
+        let key = (part.dir, full, ports, p.kind, p.namespace.as_deref(), er);
+        let s = match by_key.get(&key) {
+            Some(&s) => s,
             None => {
                 let s = index.shapes.len() as u32;
                 index.shapes.push((pi, Vec::new()));
-                candidates.push(s);
+                by_key.insert(key, s);
                 let nets: Option<Vec<usize>> =
                     er.nets.iter().map(|n| regions.region_index(n)).collect();
                 match nets {
@@ -317,9 +282,6 @@ fn build_peer_index(
         };
         if let Some((_, list)) = index.shapes.get_mut(s as usize) {
             list.push(pi);
-        }
-        if let Some(part) = parts.get_mut(pi) {
-            part.peer_shape = Some(s);
         }
     }
     Ok(index)
@@ -448,13 +410,12 @@ impl<'a> Ctx<'a> {
                         common,
                         local: side(true),
                         peer: side(false),
-                        peer_shape: None,
                     });
                     part_index.insert((pi, dir, index), parts.len() - 1);
                 }
             }
         }
-        let peer_index = build_peer_index(inv, regions, &mut parts)?;
+        let peer_index = build_peer_index(inv, regions, &parts)?;
         let mut failsafe: [Vec<(usize, Decided)>; 2] = [Vec::new(), Vec::new()];
         if !inv.host_endpoints.is_empty() {
             for (d, list) in [(0, &opts.failsafe.inbound), (1, &opts.failsafe.outbound)] {
@@ -719,7 +680,7 @@ impl Ctx<'_> {
                 let mut c: [Vec<(u32, usize)>; 2] = [Vec::new(), Vec::new()];
                 for (i, &pi) in tier.rules.iter().enumerate() {
                     pos.insert(pi, (ti as u32, i as u32));
-                    let is_constant = self.parts.get(pi).is_some_and(|p| p.peer_shape.is_none());
+                    let is_constant = self.parts.get(pi).is_some_and(|p| shape_of(p).is_none());
                     if !is_constant {
                         continue;
                     }

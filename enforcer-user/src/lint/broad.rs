@@ -8,14 +8,6 @@ use super::{
     shadow::{nets_may_overlap, ports_may_overlap, rule_covers},
 };
 
-/// The peer side of a rule: the source for ingress, the destination for egress.
-fn peer(rule: &Rule, dir: Direction) -> &EntityRule {
-    match dir {
-        Direction::Ingress => &rule.source,
-        Direction::Egress => &rule.destination,
-    }
-}
-
 fn is_default_route(n: &ipnet::IpNet) -> bool {
     n.prefix_len() == 0
 }
@@ -51,7 +43,7 @@ fn broad_peer(p: &Policy, e: &EntityRule) -> Option<&'static str> {
 /// unconstrained peer are backstops ("deny whatever was not allowed"): an earlier broad Allow
 /// is then the intended exception, not a mistake.
 fn targets_specific_peers(deny: &Rule, dir: Direction) -> bool {
-    let e = peer(deny, dir);
+    let e = deny.peer(dir);
     e.selector.as_ref().is_some_and(|s| !s.is_all())
         || e.namespace_selector.as_ref().is_some_and(|s| !s.is_all())
         || e.not_selector.is_some()
@@ -84,8 +76,8 @@ fn traffic_may_overlap(allow: &Rule, deny: &Rule, dir: Direction) -> bool {
     {
         return false;
     }
-    let ap = peer(allow, dir);
-    let dp = peer(deny, dir);
+    let ap = allow.peer(dir);
+    let dp = deny.peer(dir);
     nets_may_overlap(&ap.nets, &dp.nets)
         && ports_may_overlap(&allow.source.ports, &deny.source.ports)
         && ports_may_overlap(&allow.destination.ports, &deny.destination.ports)
@@ -126,7 +118,7 @@ pub fn broad_allow_before_deny(inv: &Inventory) -> Vec<Warning> {
                 if allow.action != Action::Allow {
                     continue;
                 }
-                let Some(breadth) = broad_peer(p, peer(allow, dir)) else {
+                let Some(breadth) = broad_peer(p, allow.peer(dir)) else {
                     continue;
                 };
                 // Deny rules reached after this Allow: later in the same policy, or in later

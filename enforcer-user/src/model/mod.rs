@@ -324,7 +324,7 @@ impl fmt::Display for PortSpec {
 }
 
 /// `serviceAccounts: {names, selector}` in a rule's source or destination.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct ServiceAccountMatch {
     /// Empty: any name.
     pub names: Vec<String>,
@@ -332,7 +332,7 @@ pub struct ServiceAccountMatch {
 }
 
 /// A rule's `source` or `destination`.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
 pub struct EntityRule {
     pub nets: Vec<IpNet>,
     pub not_nets: Vec<IpNet>,
@@ -364,6 +364,16 @@ pub struct Rule {
     pub destination: EntityRule,
     /// Free-form `metadata.annotations` of the rule, kept for explain output.
     pub annotations: BTreeMap<String, String>,
+}
+
+impl Rule {
+    /// The peer side of the rule: the source for ingress, the destination for egress.
+    pub fn peer(&self, dir: Direction) -> &EntityRule {
+        match dir {
+            Direction::Ingress => &self.source,
+            Direction::Egress => &self.destination,
+        }
+    }
 }
 
 /// Everything loaded from a set of files: the input to every later stage.
