@@ -33,24 +33,24 @@ use enforcer_common::{
 };
 use enforcer_user::{
     compile::EndpointId,
-    evaluator::Packet,
+    datapath::netif,
     model::{Action, Inventory, Protocol},
     testsupport::frame,
 };
 use ipnet::IpNet;
 
 use crate::{
+    DROP, PASS,
     flat::{FlatAction, FlatRuleset, flatten},
+    fmt_ns, frame_from,
     inventories::{
         allow_from, in_rule_net, pod_v4, pod_v6, policy, rule_port, rules_inventory, selector,
     },
+    median,
+    packet::{Sizes, sizes},
     report::{Plot, RunOpts, Section, Series},
 };
 
-/// `TCX_NEXT` as the test run reports it: passed.
-const PASS: u32 = u32::MAX;
-/// `TC_ACT_SHOT`.
-const DROP: u32 = 2;
 /// Conntrack capacity of the reference: Enforcer's own (`MAX_CONNTRACK`), so both hash
 /// tables are the same size.
 const CONNTRACK_ENTRIES: u32 = enforcer_common::MAX_CONNTRACK;
@@ -72,8 +72,9 @@ const UNUSED_PRODUCTION_MAPS: [&str; 11] = [
 ];
 
 /// Loads the embedded object with `sizes` (map name, max entries) and the unused production
-/// maps shrunk, then loads (verifies) `program`.
-fn load_object(sizes: &[(&str, u32)], program: &str) -> Result<Ebpf> {
+/// maps shrunk; no program is loaded yet. `what` completes the error context ("loading the
+/// eBPF object {what}").
+pub(crate) fn load_bench_object(sizes: &[(&str, u32)], what: &str) -> Result<Ebpf> {
     let bytes = enforcer_user::ebpf_object::object().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut loader = EbpfLoader::new();
     for name in UNUSED_PRODUCTION_MAPS {
@@ -82,9 +83,14 @@ fn load_object(sizes: &[(&str, u32)], program: &str) -> Result<Ebpf> {
     for (name, size) in sizes {
         loader.map_max_entries(name, *size);
     }
-    let mut ebpf = loader
+    loader
         .load(bytes)
-        .context("loading the eBPF object (bench maps)")?;
+        .with_context(|| format!("loading the eBPF object {what}"))
+}
+
+/// [`load_bench_object`], then loads (verifies) the classifier `program`.
+fn load_object(sizes: &[(&str, u32)], program: &str) -> Result<Ebpf> {
+    let mut ebpf = load_bench_object(sizes, "(bench maps)")?;
     let prog: &mut SchedClassifier = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} is not in the object"))?
@@ -318,7 +324,12 @@ impl Linear {
     /// Attaches the linear program with tcx at `hook` of interface `ifindex` (first in the
     /// chain), in the calling thread's network namespace; detached when `Linear` drops.
     pub(crate) fn attach(&mut self, ifindex: u32, hook: TcAttachType) -> Result<()> {
-        let name = ifname(ifindex)?;
+        let name = netif::ifname(ifindex).with_context(|| {
+            format!(
+                "no interface with index {ifindex}: {}",
+                std::io::Error::last_os_error()
+            )
+        })?;
         let prog: &mut SchedClassifier = self
             .ebpf
             .program_mut(bench_programs::LINEAR)
@@ -378,15 +389,6 @@ impl Linear {
         Ok(())
     }
 
-    /// ns/packet of the program under BPF_PROG_TEST_RUN on `frame` with `repeat`.
-    #[allow(
-        dead_code,
-        reason = "API for pps.rs; this section runs through `run`, which also checks the verdict"
-    )]
-    pub(crate) fn test_run_ns(&self, frame: &[u8], repeat: u32) -> Result<f64> {
-        Ok(self.run(frame, repeat)?.1)
-    }
-
     /// (return value, ns/packet).
     fn run(&self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
         test_run(&self.ebpf, bench_programs::LINEAR, frame, repeat)
@@ -405,22 +407,6 @@ impl Linear {
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
     ebpf.map_mut(name)
         .with_context(|| format!("map {name} is not in the object"))
-}
-
-/// The name of interface `ifindex` in this thread's network namespace.
-fn ifname(ifindex: u32) -> Result<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        bail!(
-            "no interface with index {ifindex}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Ok(name.to_string_lossy().into_owned())
 }
 
 /// The parse-only floor program, loaded.
@@ -454,38 +440,11 @@ impl ParseOnly {
 // The section
 // ---------------------------------------------------------------------------------------------
 
-/// Repetitions.
-#[derive(Debug, Clone, Copy)]
-struct Sizes {
-    /// Distinct frames per repeated measurement (medians over them).
-    variants: usize,
-    /// `repeat` of repeated runs at 10 and 100 rules; scaled down above (see [`repeat_for`]).
-    repeat: u32,
-    /// Distinct new flows (repeat 1 each) per new-flow measurement.
-    new_flows: usize,
-}
-
 /// `repeat` for a full scan of `rules` rules: the base repeat up to 100 rules, then inversely
 /// proportional (at least 20), so one BPF_PROG_TEST_RUN call stays around the same length.
 fn repeat_for(s: Sizes, rules: usize) -> u32 {
     let scaled = u64::from(s.repeat) * 100 / rules.max(100) as u64;
     scaled.clamp(20, u64::from(s.repeat)) as u32
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn fmt_ns(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.0}")
-    } else {
-        "—".into()
-    }
 }
 
 /// The endpoint under test: pod 0 of the generated inventories.
@@ -494,30 +453,6 @@ fn pod0() -> EndpointId {
         namespace: "bench".into(),
         name: "p0".into(),
     }
-}
-
-/// A frame from `src` into pod 0.
-fn frame_from(
-    src: IpAddr,
-    protocol: Protocol,
-    sport: u16,
-    dport: u16,
-    flags: u8,
-) -> Result<Vec<u8>> {
-    let dst = match src {
-        IpAddr::V4(_) => IpAddr::V4(pod_v4(0)),
-        IpAddr::V6(_) => IpAddr::V6(pod_v6(0)),
-    };
-    let p = Packet {
-        src,
-        dst,
-        protocol,
-        src_port: Some(sport),
-        dst_port: Some(dport),
-        icmp_type: None,
-        icmp_code: None,
-    };
-    frame::packet_frame(&p, flags, &[]).context("building a frame")
 }
 
 /// A frame to run: source, protocol, source port, destination port, TCP flags.
@@ -718,19 +653,8 @@ struct Row {
 /// the last rule's peer (worst case) and a denied peer, established and new flows; IPv4 and
 /// IPv6.
 pub(crate) fn run(opts: &RunOpts) -> Result<Section> {
-    let s = if opts.quick {
-        Sizes {
-            variants: 8,
-            repeat: 20_000,
-            new_flows: 256,
-        }
-    } else {
-        Sizes {
-            variants: 16,
-            repeat: 100_000,
-            new_flows: 1024,
-        }
-    };
+    // `repeat` applies at 10 and 100 rules; scaled down above (see [`repeat_for`]).
+    let s = sizes(opts.quick);
     let sizes: &[usize] = if opts.quick {
         &[10, 100, 1_000, 10_000]
     } else {

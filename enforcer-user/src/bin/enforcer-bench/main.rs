@@ -213,6 +213,17 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 
 /// A TCP frame into pod 0 from `src`.
 pub(crate) fn tcp_frame(src: IpAddr, src_port: u16, dst_port: u16, flags: u8) -> Result<Vec<u8>> {
+    frame_from(src, Protocol::TCP, src_port, dst_port, flags)
+}
+
+/// A `protocol` frame into pod 0 from `src`.
+pub(crate) fn frame_from(
+    src: IpAddr,
+    protocol: Protocol,
+    src_port: u16,
+    dst_port: u16,
+    flags: u8,
+) -> Result<Vec<u8>> {
     let dst = match src {
         IpAddr::V4(_) => IpAddr::V4(pod_v4(0)),
         IpAddr::V6(_) => IpAddr::V6(pod_v6(0)),
@@ -220,7 +231,7 @@ pub(crate) fn tcp_frame(src: IpAddr, src_port: u16, dst_port: u16, flags: u8) ->
     let p = Packet {
         src,
         dst,
-        protocol: Protocol::TCP,
+        protocol,
         src_port: Some(src_port),
         dst_port: Some(dst_port),
         icmp_type: None,

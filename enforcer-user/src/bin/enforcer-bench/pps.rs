@@ -51,22 +51,23 @@ use std::{
     fs::File,
     io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::Array,
     programs::{TcAttachType, TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
 };
-use enforcer_common::{REASON_ALLOW_CONNTRACK, REASON_ALLOW_POLICY, maps as prod_maps};
+use enforcer_common::{REASON_ALLOW_CONNTRACK, REASON_ALLOW_POLICY};
 use enforcer_user::{
     compile::{Compiled, EndpointId, compile, to_map_entries},
     datapath::{Datapath, OpenOptions},
     evaluator::Options,
+    lab::netns,
     model::{Inventory, Namespace, Pod},
     testsupport::{PinBase, frame},
 };
@@ -76,7 +77,7 @@ use crate::{
     flat::{self, FlatRuleset},
     inventories::{RULES_PER_POLICY, allow_from, labels, origin, policy, rule_port, selector},
     iptables::{self, Backend},
-    linear::Linear,
+    linear::{self, Linear},
     report::{Aim, Plot, RunOpts, Section, Series},
 };
 
@@ -286,11 +287,7 @@ fn frames(rules: usize) -> Frames {
 fn in_ns<T: Send>(ns: &File, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns with an open namespace descriptor; CLONE_NEWNET changes only the
-            // calling thread's network namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(anyhow!("setns: {}", std::io::Error::last_os_error()));
-            }
+            netns::enter(ns).context("setns")?;
             f()
         })
         .join()
@@ -298,26 +295,10 @@ fn in_ns<T: Send>(ns: &File, f: impl FnOnce() -> Result<T> + Send) -> Result<T> 
     })
 }
 
+/// `ip ARGS` ([`netns::ip`]); a failure carries `ip`'s stderr.
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    netns::ip(args)?;
     Ok(())
-}
-
-/// Writes `/proc/sys/<key>` as the calling thread's namespace sees it.
-fn sysctl(key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/{key}");
-    std::fs::write(&path, value).with_context(|| format!("writing {path} = {value}"))
 }
 
 /// The three namespaces of one configuration run; deleted (with their veth pairs, IP sets,
@@ -353,21 +334,21 @@ impl Topology {
         for n in &names {
             ip(&["netns", "add", n])?;
         }
-        let open = |n: &str| {
-            File::open(format!("/run/netns/{n}")).with_context(|| format!("opening netns {n}"))
-        };
+        let open = |n: &str| netns::open_netns(n).with_context(|| format!("opening netns {n}"));
         t.router = open(r)?;
         t.b = open(b)?;
-        let a_handle = open(a)?;
         // No IPv6 (no router solicitations or DAD in the counters), no reverse-path filter.
-        for (handle, router) in [(&t.router, true), (&a_handle, false), (&t.b, false)] {
-            in_ns(handle, || {
-                sysctl("net/ipv6/conf/all/disable_ipv6", "1")?;
-                sysctl("net/ipv6/conf/default/disable_ipv6", "1")?;
-                sysctl("net/ipv4/conf/all/rp_filter", "0")?;
-                sysctl("net/ipv4/conf/default/rp_filter", "0")?;
-                sysctl("net/ipv4/ip_forward", if router { "1" } else { "0" })
-            })?;
+        for (n, router) in [(r, true), (a, false), (b, false)] {
+            netns::sysctls(
+                n,
+                &[
+                    ("net/ipv6/conf/all/disable_ipv6".into(), "1"),
+                    ("net/ipv6/conf/default/disable_ipv6".into(), "1"),
+                    ("net/ipv4/conf/all/rp_filter".into(), "0"),
+                    ("net/ipv4/conf/default/rp_filter".into(), "0"),
+                    ("net/ipv4/ip_forward".into(), if router { "1" } else { "0" }),
+                ],
+            )?;
         }
         let mac = |m: [u8; 6]| {
             m.iter()
@@ -467,7 +448,7 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         for n in self.names.iter().rev() {
-            if std::path::Path::new("/run/netns").join(n).exists()
+            if std::path::Path::new(netns::NETNS_DIR).join(n).exists()
                 && let Err(e) = ip(&["netns", "del", n])
             {
                 eprintln!("pps cleanup: {e:#}; remove it with `ip netns del {n}`");
@@ -494,29 +475,10 @@ struct Generator {
 
 impl Generator {
     fn load() -> Result<Generator> {
-        let bytes = enforcer_user::ebpf_object::object().map_err(|e| anyhow!("{e}"))?;
         // The object holds every program's maps; the generator needs two. The production
         // maps it would create for nothing get one entry (the event ring keeps its size: it
         // must be a page multiple; the bench maps are declared with one entry).
-        let mut loader = EbpfLoader::new();
-        for name in [
-            prod_maps::CONFIG,
-            prod_maps::ENDPOINTS,
-            prod_maps::PEER_V4,
-            prod_maps::PEER_V6,
-            prod_maps::PORTS,
-            prod_maps::VERDICTS,
-            prod_maps::CONNTRACK,
-            prod_maps::VERDICT_COUNTERS,
-            prod_maps::RULE_COUNTERS,
-            prod_maps::STAGED_COUNTERS,
-            prod_maps::EVENT_LIMIT,
-        ] {
-            loader.map_max_entries(name, 1);
-        }
-        let mut ebpf = loader
-            .load(bytes)
-            .context("loading the eBPF object for the generator")?;
+        let mut ebpf = linear::load_bench_object(&[], "for the generator")?;
         let prog: &mut Xdp = ebpf
             .program_mut("enforcer_bench_gen")
             .context("enforcer_bench_gen is not in the eBPF object")?
@@ -819,11 +781,11 @@ struct Row {
 
 impl Row {
     fn median(&self) -> f64 {
-        median_of(&self.mpps)
+        crate::median(self.mpps.clone())
     }
 
     fn raw_median(&self) -> f64 {
-        median_of(&self.raw_mpps)
+        crate::median(self.raw_mpps.clone())
     }
 }
 
@@ -1218,26 +1180,19 @@ fn find(rows: &[Row], config: Config, rules: usize, shape: Shape) -> Option<&Row
         .find(|r| r.config == config && r.rules == rules && r.shape == shape)
 }
 
-fn median_of(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// `row` relative to no program: the median over repetitions of `row`'s Mpps / no program's
 /// Mpps in the same round (repetitions are interleaved, so each pair ran moments apart).
 fn paired_ratio(rows: &[Row], row: &Row) -> f64 {
     let Some(none) = find(rows, Config::None, row.rules, row.shape) else {
         return f64::NAN;
     };
-    let mut v: Vec<f64> = row
-        .mpps
-        .iter()
-        .zip(&none.mpps)
-        .map(|(a, b)| a / b)
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    crate::median(
+        row.mpps
+            .iter()
+            .zip(&none.mpps)
+            .map(|(a, b)| a / b)
+            .collect(),
+    )
 }
 
 fn section(
